@@ -1,0 +1,2 @@
+def main() -> None:
+    raise SystemExit("pochta: CLI not built yet")
