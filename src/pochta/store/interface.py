@@ -27,6 +27,7 @@ answer without guessing.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import enum
 from collections.abc import Iterable, Sequence
@@ -211,7 +212,7 @@ class Delivered:
 class Watch(Protocol):
     """A subscription to one user's change feed."""
 
-    async def wait(self, timeout: float | None = None) -> list[Notice]:
+    async def wait(self, timeout: float | None = None) -> list[Notice]:  # noqa: ASYNC109
         """Return pending notices, waiting up to ``timeout`` s for one (``[]`` on timeout)."""
         ...
 
@@ -260,7 +261,7 @@ class Mailboxes(Protocol):
         """RFC 9051 §6.3.12 APPEND; durable before it returns."""
         ...
 
-    async def messages(self, name: str) -> list[MessageInfo]:
+    async def messages(self, name: str) -> builtins.list[MessageInfo]:
         """Every message in the mailbox, ascending UID."""
         ...
 
@@ -287,7 +288,7 @@ class Mailboxes(Protocol):
         """RFC 9051 §6.4.6 STORE, with RFC 7162 §3.1.3 UNCHANGEDSINCE."""
         ...
 
-    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> list[int]:
+    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
         """Remove messages flagged \\Deleted (only among ``uids`` when given).
 
         Returns the expunged UIDs, ascending (RFC 9051 §6.4.3, RFC 4315 §2.1).

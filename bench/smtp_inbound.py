@@ -1,0 +1,222 @@
+"""Inbound SMTP throughput: messages/s stored durably in Maildir, and peak RSS.
+
+Usage (from the repository root, after `make test` or `make run` made .venv):
+
+    .venv/bin/python bench/smtp_inbound.py                 # 5,000 x 5 KB, 10 conns
+    .venv/bin/python bench/smtp_inbound.py -n 5000 -c 10 --per-connection 50
+    .venv/bin/python bench/smtp_inbound.py --target 127.0.0.1:12525 \
+        --rcpt testuser1@example.test                       # any other server
+
+Without --target it makes a throw-away server directory (settings, one user),
+starts `pochta serve` on a free loopback port as a child process, sends the
+load, checks that every message is in the Maildir, and reads the server's
+peak RSS (VmHWM) from /proc. Pochta answers 250 only after the message is
+fsynced into the Maildir and indexed, so its accepted rate is its delivered
+rate. The client is a lean asyncio SMTP client so that it takes as little of
+the shared CPU as possible; it is not part of the measured server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POCHTA = ROOT / ".venv" / "bin" / "pochta"
+
+
+def make_message(i: int, size: int) -> bytes:
+    head = (
+        f"From: bench@example.org\r\nTo: demo@example.test\r\nSubject: bench {i}\r\n"
+        f"Message-ID: <{i}.{time.time_ns()}@bench.example.org>\r\n\r\n"
+    ).encode()
+    line = b"abcdefghijklmnopqrstuvwxyz0123456789 the quick brown fox jumps over\r\n"
+    body = line * max(1, size // len(line))
+    return head + body
+
+
+async def read_reply(reader: asyncio.StreamReader) -> int:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return int(line[:3])
+
+
+async def expect(reader: asyncio.StreamReader, want: int) -> None:
+    code = await read_reply(reader)
+    if code != want:
+        raise RuntimeError(f"expected {want}, got {code}")
+
+
+async def session(
+    host: str, port: int, rcpt: str, payloads: list[bytes], latencies: list[float]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        await expect(reader, 220)
+        writer.write(b"EHLO bench.example.org\r\n")
+        await expect(reader, 250)
+        for data in payloads:
+            t0 = time.perf_counter()
+            # PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write.
+            writer.write(
+                b"MAIL FROM:<bench@example.org>\r\nRCPT TO:<" + rcpt.encode() + b">\r\nDATA\r\n"
+            )
+            await expect(reader, 250)
+            await expect(reader, 250)
+            await expect(reader, 354)
+            writer.write(data + b".\r\n")
+            await expect(reader, 250)
+            latencies.append(time.perf_counter() - t0)
+        writer.write(b"QUIT\r\n")
+        await expect(reader, 221)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+async def run_load(
+    host: str, port: int, rcpt: str, n: int, conc: int, per_conn: int, size: int
+) -> tuple[float, list[float]]:
+    payload = [make_message(i, size) for i in range(min(n, 200))]
+    jobs: asyncio.Queue[list[bytes]] = asyncio.Queue()
+    sent = 0
+    while sent < n:
+        k = min(per_conn, n - sent)
+        jobs.put_nowait([payload[(sent + j) % len(payload)] for j in range(k)])
+        sent += k
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while not jobs.empty():
+            batch = jobs.get_nowait()
+            await session(host, port, rcpt, batch, latencies)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return time.perf_counter() - t0, latencies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def count_files(maildir: Path) -> int:
+    return sum(len(os.listdir(maildir / sub)) for sub in ("new", "cur"))
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    subprocess.run(
+        [str(POCHTA), "quickstart", "--dev", "--dir", str(workdir), "demo@example.test"],
+        check=True,
+        capture_output=True,
+    )
+    config = workdir / "pochta.toml"
+    text = config.read_text()
+    # Only the MX listener, on a free port, so the bench never collides.
+    start = text.index("[listen]")
+    end = text.index("[tls]")
+    text = text[:start] + f'[listen]\nsmtp = ["127.0.0.1:{port}"]\n\n' + text[end:]
+    config.write_text(text)
+    proc = subprocess.Popen(
+        [str(POCHTA), "--config", str(config), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise SystemExit("pochta serve did not start")
+    return proc, port, workdir / "data/mail/example.test/demo"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-n", type=int, default=5000, help="messages (default 5000)")
+    ap.add_argument("-c", type=int, default=10, help="concurrent connections (default 10)")
+    ap.add_argument("--size", type=int, default=5120, help="body bytes (default 5120)")
+    ap.add_argument(
+        "--per-connection",
+        type=int,
+        nargs="*",
+        default=[1, 100],
+        help="messages per connection; one run each (default: 1 100)",
+    )
+    ap.add_argument("--target", help="host:port of an already running server")
+    ap.add_argument("--rcpt", default="demo@example.test")
+    args = ap.parse_args()
+
+    workdir = None
+    proc = None
+    if args.target:
+        host, _, p = args.target.rpartition(":")
+        port = int(p)
+        maildir = None
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="pochta-bench-"))
+        proc, port, maildir = start_server(workdir)
+        host = "127.0.0.1"
+    try:
+        print(f"{args.n} messages of ~{args.size} B, {args.c} connections")
+        total = 0
+        for per in args.per_connection:
+            elapsed, lat = asyncio.run(
+                run_load(host, port, args.rcpt, args.n, args.c, per, args.size)
+            )
+            total += args.n
+            lat.sort()
+            p50 = lat[len(lat) // 2] * 1000
+            p99 = lat[int(len(lat) * 0.99)] * 1000
+            label = "new connection per message" if per == 1 else f"{per} messages per connection"
+            print(
+                f"  {label:<32} {args.n / elapsed:8.0f} msg/s   "
+                f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+            )
+        if maildir is not None:
+            stored = count_files(maildir)
+            print(f"  stored in Maildir: {stored} of {total}")
+            if stored != total:
+                raise SystemExit("messages missing from the Maildir")
+        if proc is not None:
+            print(f"  server peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

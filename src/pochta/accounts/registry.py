@@ -1,0 +1,633 @@
+"""The accounts database: local domains, users, aliases, password hashes.
+
+Design note
+-----------
+One SQLite file (``data_dir/accounts.sqlite``) in WAL mode, so the ``pochta``
+command can write while a server process reads. One connection per
+``Accounts``, guarded by a ``threading.Lock`` and opened with
+``check_same_thread=False``: ``authenticate`` runs argon2 in worker threads
+while ``resolve`` runs on the event loop. Writes take ``BEGIN IMMEDIATE`` (no
+lock upgrade deadlocks between processes); multi-query reads run in one read
+transaction, so they see one snapshot. ``busy_timeout`` absorbs short waits
+for another process's write.
+
+Every name is stored in its canonical form (``Address.key``: local part
+lower-cased, domain lower-case A-label). Users' local parts name a Maildir
+directory, ``data_dir/mail/<domain>/<local>/``, so they are restricted to
+lower-case ASCII letters, digits and ``.-_=`` (no ``+``: it is the subaddress
+separator; no leading ``.`` or ``-``, no ``..``).
+
+An alias row maps an address, or ``@domain`` (catch-all), at a local domain to
+one target: a local user or another alias. Several targets are several rows.
+An address is never both a user and an alias. ``add_alias`` refuses loops;
+``resolve`` still tolerates them (and dangling targets) in case rows were
+written by hand. Forwarding to remote addresses waits for outbound delivery.
+
+Failures: every refusal is an ``AccountsError`` or ``AddressError`` with a
+one-line message; SQLite errors (a locked or corrupt file) are wrapped in an
+``AccountsError`` naming the file. A failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from pochta.accounts.address import (
+    Address,
+    AddressError,
+    parse_address,
+    parse_domain,
+    split_subaddress,
+)
+from pochta.accounts.errors import (
+    AccountsError,
+    AliasExists,
+    AliasLoop,
+    AliasNotFound,
+    DomainExists,
+    DomainNotEmpty,
+    DomainNotFound,
+    UserExists,
+    UserNotFound,
+)
+from pochta.accounts.passwords import check_password_text, default_hasher
+
+__all__ = ["MAX_ALIAS_DEPTH", "SCHEMA_VERSION", "Accounts", "Alias", "Resolution", "User"]
+
+SCHEMA_VERSION = 1
+#: How many alias hops ``resolve`` follows before it stops expanding.
+MAX_ALIAS_DEPTH = 8
+#: Milliseconds a statement waits for another connection's write lock.
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE domains (
+        name TEXT PRIMARY KEY,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE users (
+        address TEXT PRIMARY KEY,
+        local TEXT NOT NULL,
+        domain TEXT NOT NULL REFERENCES domains(name),
+        password_hash TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        UNIQUE (domain, local)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE aliases (
+        alias TEXT NOT NULL,
+        target TEXT NOT NULL,
+        domain TEXT NOT NULL REFERENCES domains(name),
+        created INTEGER NOT NULL,
+        PRIMARY KEY (alias, target)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX aliases_target ON aliases(target)",
+    "CREATE INDEX aliases_domain ON aliases(domain)",
+)
+
+_USER_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_=")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A local user; ``address`` is the canonical key ``local@domain``."""
+
+    address: str
+    local: str
+    domain: str
+
+    @property
+    def maildir(self) -> PurePosixPath:
+        """The user's Maildir++ directory, relative to ``data_dir``."""
+        return PurePosixPath("mail", self.domain, self.local)
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """One alias row: ``alias`` (an address or ``@domain``) delivers to ``target``."""
+
+    alias: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where mail for one address goes.
+
+    ``local_domain`` false: not ours (relay decisions belong to the caller).
+    ``local_domain`` true and ``users`` empty: unknown user (RFC 3463 5.1.1).
+    """
+
+    local_domain: bool
+    users: tuple[str, ...]
+
+
+class Accounts:
+    """Domains, users and aliases in one SQLite file; safe across threads."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path, hasher: PasswordHasher) -> None:
+        """Use ``Accounts.open``; this wraps an already prepared connection."""
+        self._db = db
+        self._path = path
+        self._hasher = hasher
+        self._lock = threading.Lock()
+        self._dummy_hash: str | None = None
+
+    # --- life cycle -----------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, hasher: PasswordHasher | None = None) -> Accounts:
+        """Open (creating file, parent directory and schema if needed).
+
+        ``hasher`` defaults to argon2-cffi's recommended parameters; tests pass
+        a cheap one.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise AccountsError(f"cannot open accounts database {path}: {exc}") from exc
+        try:
+            _prepare(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, hasher if hasher is not None else default_hasher())
+
+    def close(self) -> None:
+        """Close the connection; the object must not be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- domains --------------------------------------------------------------
+
+    def add_domain(self, name: str) -> str:
+        """Make a domain local; returns its normalized (A-label) name."""
+        domain = parse_domain(name)
+        with self._write() as db:
+            if _domain_exists(db, domain):
+                raise DomainExists(f"domain {domain} already exists")
+            db.execute("INSERT INTO domains (name, created) VALUES (?, ?)", (domain, _now()))
+        return domain
+
+    def del_domain(self, name: str) -> None:
+        """Remove a domain that has no users and no aliases left."""
+        domain = parse_domain(name)
+        with self._write() as db:
+            if not _domain_exists(db, domain):
+                raise DomainNotFound(f"no such domain {domain}")
+            users = _count(db, "SELECT count(*) FROM users WHERE domain = ?", domain)
+            aliases = _count(db, "SELECT count(*) FROM aliases WHERE domain = ?", domain)
+            if users or aliases:
+                raise DomainNotEmpty(
+                    f"domain {domain} still has {_plural(users, 'user')} and "
+                    f"{_plural(aliases, 'alias')}; delete them first"
+                )
+            db.execute("DELETE FROM domains WHERE name = ?", (domain,))
+
+    def list_domains(self) -> list[str]:
+        """All local domains, sorted."""
+        with self._read() as db:
+            return [row[0] for row in db.execute("SELECT name FROM domains ORDER BY name")]
+
+    def is_local_domain(self, name: str) -> bool:
+        """Whether ``name`` (any spelling) is one of our domains; one indexed query."""
+        try:
+            domain = parse_domain(name)
+        except AddressError:
+            return False
+        with self._read() as db:
+            return _domain_exists(db, domain)
+
+    # --- users ----------------------------------------------------------------
+
+    def add_user(self, address: str, password: str) -> User:
+        """Create a user at an existing local domain with a non-empty password."""
+        user = _user_from_address(parse_address(address))
+        check_password_text(password)
+        password_hash = self._hasher.hash(password)  # slow: outside the lock
+        with self._write() as db:
+            if not _domain_exists(db, user.domain):
+                raise DomainNotFound(f"no such domain {user.domain}")
+            if _user_exists(db, user.address):
+                raise UserExists(f"user {user.address} already exists")
+            if _alias_exists(db, user.address):
+                raise AliasExists(f"{user.address} is already an alias; delete the alias first")
+            db.execute(
+                "INSERT INTO users (address, local, domain, password_hash, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (user.address, user.local, user.domain, password_hash, _now()),
+            )
+        return user
+
+    def get_user(self, address: str) -> User | None:
+        """The user with this address (any case), or None (also if unparsable)."""
+        try:
+            key = parse_address(address).key
+        except AddressError:
+            return None
+        with self._read() as db:
+            return _load_user(db, key)
+
+    def del_user(self, address: str) -> User:
+        """Remove a user and every alias row that targets it (Maildir files stay)."""
+        key = parse_address(address).key
+        with self._write() as db:
+            user = _load_user(db, key)
+            if user is None:
+                raise UserNotFound(f"no such user {key}")
+            db.execute("DELETE FROM aliases WHERE target = ?", (key,))
+            db.execute("DELETE FROM users WHERE address = ?", (key,))
+        return user
+
+    def list_users(self, domain: str | None = None) -> list[User]:
+        """All users, or those of one domain, sorted by domain then local part."""
+        with self._read() as db:
+            if domain is None:
+                rows = db.execute("SELECT address, local, domain FROM users ORDER BY domain, local")
+            else:
+                name = parse_domain(domain)
+                if not _domain_exists(db, name):
+                    raise DomainNotFound(f"no such domain {name}")
+                rows = db.execute(
+                    "SELECT address, local, domain FROM users WHERE domain = ? ORDER BY local",
+                    (name,),
+                )
+            return [User(*row) for row in rows]
+
+    def set_password(self, address: str, password: str) -> None:
+        """Replace a user's password hash."""
+        key = parse_address(address).key
+        check_password_text(password)
+        password_hash = self._hasher.hash(password)
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE users SET password_hash = ? WHERE address = ?", (password_hash, key)
+            )
+            if cursor.rowcount == 0:
+                raise UserNotFound(f"no such user {key}")
+
+    def authenticate(self, address: str, password: str) -> User | None:
+        """The user if ``password`` is right, else None. Blocking: run in a thread.
+
+        An unknown or unparsable address still costs one argon2 verification
+        against a dummy hash, so timing does not reveal which users exist. A
+        hash made with other parameters than the current ones is replaced.
+        """
+        user: User | None = None
+        stored: str | None = None
+        try:
+            key = parse_address(address).key
+        except AddressError:
+            key = None
+        if key is not None:
+            with self._read() as db:
+                user = _load_user(db, key)
+                if user is not None:
+                    stored = _password_hash(db, key)
+        if user is None or stored is None:
+            self._verify_dummy(password)
+            return None
+        try:
+            self._hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if self._hasher.check_needs_rehash(stored):
+            fresh = self._hasher.hash(password)
+            with self._write() as db:  # only if nobody changed the password meanwhile
+                db.execute(
+                    "UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?",
+                    (fresh, user.address, stored),
+                )
+        return user
+
+    def _verify_dummy(self, password: str) -> None:
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        try:
+            self._hasher.verify(self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            pass
+
+    # --- aliases --------------------------------------------------------------
+
+    def add_alias(self, alias: str, target: str) -> Alias:
+        """Add one row: ``alias`` (address or ``@domain``) delivers to ``target``.
+
+        The alias must be at a local domain and must not be a user's address;
+        the target must be an existing local user or alias. Remote targets
+        (forwarding) are refused until outbound delivery exists.
+        """
+        alias_key, alias_domain = _alias_key(alias)
+        target_key = parse_address(target).key
+        target_domain = target_key.rsplit("@", 1)[1]
+        if target_key == alias_key:
+            raise AliasLoop(f"alias {alias_key} -> {target_key} would make a loop")
+        with self._write() as db:
+            if not _domain_exists(db, alias_domain):
+                raise DomainNotFound(f"no such domain {alias_domain}")
+            if _user_exists(db, alias_key):
+                raise UserExists(f"{alias_key} is a user; an alias cannot have the same address")
+            if not _domain_exists(db, target_domain):
+                raise AccountsError(
+                    f"cannot alias {alias_key} to {target_key}: forwarding to remote "
+                    "addresses is not supported yet"
+                )
+            if not _user_exists(db, target_key) and not _alias_exists(db, target_key):
+                raise UserNotFound(f"no such user or alias {target_key}")
+            if alias_key in _reachable_aliases(db, target_key):
+                raise AliasLoop(f"alias {alias_key} -> {target_key} would make a loop")
+            if db.execute(
+                "SELECT 1 FROM aliases WHERE alias = ? AND target = ?", (alias_key, target_key)
+            ).fetchone():
+                raise AliasExists(f"alias {alias_key} -> {target_key} already exists")
+            db.execute(
+                "INSERT INTO aliases (alias, target, domain, created) VALUES (?, ?, ?, ?)",
+                (alias_key, target_key, alias_domain, _now()),
+            )
+        return Alias(alias_key, target_key)
+
+    def del_alias(self, alias: str, target: str | None = None) -> int:
+        """Remove the alias's rows (or only the one to ``target``); returns how many."""
+        alias_key, _ = _alias_key(alias)
+        with self._write() as db:
+            if target is None:
+                cursor = db.execute("DELETE FROM aliases WHERE alias = ?", (alias_key,))
+                missing = f"no such alias {alias_key}"
+            else:
+                target_key = parse_address(target).key
+                cursor = db.execute(
+                    "DELETE FROM aliases WHERE alias = ? AND target = ?", (alias_key, target_key)
+                )
+                missing = f"no such alias {alias_key} -> {target_key}"
+            if cursor.rowcount == 0:
+                raise AliasNotFound(missing)
+            return cursor.rowcount
+
+    def list_aliases(self) -> list[Alias]:
+        """Every alias row, sorted by alias then target."""
+        with self._read() as db:
+            rows = db.execute("SELECT alias, target FROM aliases ORDER BY alias, target")
+            return [Alias(*row) for row in rows]
+
+    # --- delivery -------------------------------------------------------------
+
+    def resolve(self, address: str) -> Resolution:
+        """Which local users receive mail for ``address`` (an SMTP RCPT).
+
+        Order:
+
+        1. parse it (RFC 5321 §4.1.2); unparsable -> ``(False, ())``;
+        2. domain not local -> ``(False, ())``;
+        3. a user with exactly this address -> that user;
+        4. an alias with exactly this address -> its targets, expanded through
+           aliases (at most ``MAX_ALIAS_DEPTH`` hops, cycles and dangling
+           targets ignored, users deduplicated);
+        5. a local part ``base+tag`` -> steps 3-4 for ``base``;
+        6. the catch-all alias ``@domain`` -> its expansion;
+        7. otherwise ``(True, ())``: unknown user.
+
+        Local parts match case-insensitively (RFC 5321 §2.4). A few indexed
+        queries, no hashing: cheap enough for the event loop.
+        """
+        try:
+            parsed = parse_address(address)
+        except AddressError:
+            return Resolution(False, ())
+        with self._read() as db:
+            if not _domain_exists(db, parsed.domain):
+                return Resolution(False, ())
+            users = _expand(db, parsed.key)
+            if users is None:
+                base, tag = split_subaddress(parsed.local)
+                if tag is not None:
+                    users = _expand(db, Address(base, parsed.domain).key)
+            if users is None:
+                users = _expand(db, "@" + parsed.domain)
+        return Resolution(True, tuple(sorted(users or ())))
+
+    # --- transactions ---------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._transaction("BEGIN IMMEDIATE") as db:
+            yield db
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._transaction("BEGIN") as db:
+            yield db
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        try:
+            db.execute(begin)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        try:
+            yield db
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise self._wrap(exc) from exc
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise self._wrap(exc) from exc
+
+    def _wrap(self, exc: sqlite3.Error) -> AccountsError:
+        return AccountsError(f"accounts database {self._path}: {exc}")
+
+
+# --- helpers (called with the lock held, inside a transaction) -----------------
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    """Set pragmas and create or check the schema."""
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            if not exists:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                version = SCHEMA_VERSION
+            else:
+                row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+                version = row[0] if row and row[0] is not None else 0
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise AccountsError(f"cannot open accounts database {path}: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        raise AccountsError(
+            f"accounts database {path} has schema version {version}; "
+            f"this Pochta knows version {SCHEMA_VERSION}"
+        )
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
+
+
+def _count(db: sqlite3.Connection, sql: str, arg: str) -> int:
+    row = db.execute(sql, (arg,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _domain_exists(db: sqlite3.Connection, domain: str) -> bool:
+    return db.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is not None
+
+
+def _user_exists(db: sqlite3.Connection, key: str) -> bool:
+    return db.execute("SELECT 1 FROM users WHERE address = ?", (key,)).fetchone() is not None
+
+
+def _alias_exists(db: sqlite3.Connection, key: str) -> bool:
+    row = db.execute("SELECT 1 FROM aliases WHERE alias = ? LIMIT 1", (key,)).fetchone()
+    return row is not None
+
+
+def _load_user(db: sqlite3.Connection, key: str) -> User | None:
+    sql = "SELECT address, local, domain FROM users WHERE address = ?"
+    row = db.execute(sql, (key,)).fetchone()
+    return User(*row) if row else None
+
+
+def _password_hash(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT password_hash FROM users WHERE address = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def _user_from_address(address: Address) -> User:
+    """Check that a user's local part is a safe directory name; canonicalize it."""
+    local = address.local.lower()
+    shown = f"{address.local}@{address.domain}"
+    if not local.isascii() or not set(local) <= _USER_LOCAL_CHARS:
+        bad = sorted(set(local) - _USER_LOCAL_CHARS)
+        why = "'+' is the subaddress separator" if bad == ["+"] else "only a-z, 0-9 and .-_="
+        raise AddressError(f"invalid user name {shown!r}: {why}")
+    if local.startswith((".", "-")) or local.endswith(".") or ".." in local:
+        raise AddressError(
+            f"invalid user name {shown!r}: no leading '.' or '-', trailing '.' or '..'"
+        )
+    return User(f"{local}@{address.domain}", local, address.domain)
+
+
+def _alias_key(alias: str) -> tuple[str, str]:
+    """(key, domain) of an alias address or a catch-all ``@domain``."""
+    if alias.startswith("@"):
+        domain = parse_domain(alias[1:])
+        return "@" + domain, domain
+    parsed = parse_address(alias)
+    return parsed.key, parsed.domain
+
+
+def _targets(db: sqlite3.Connection, aliases: Iterable[str]) -> dict[str, list[str]]:
+    names = list(aliases)
+    found: dict[str, list[str]] = {}
+    if not names:
+        return found
+    marks = ",".join("?" * len(names))
+    for alias, target in db.execute(
+        f"SELECT alias, target FROM aliases WHERE alias IN ({marks})", names
+    ):
+        found.setdefault(alias, []).append(target)
+    return found
+
+
+def _users_among(db: sqlite3.Connection, keys: Iterable[str]) -> set[str]:
+    names = list(keys)
+    if not names:
+        return set()
+    marks = ",".join("?" * len(names))
+    rows = db.execute(f"SELECT address FROM users WHERE address IN ({marks})", names)
+    return {row[0] for row in rows}
+
+
+def _expand(db: sqlite3.Connection, key: str) -> set[str] | None:
+    """Users reached from ``key``; None when it is neither a user nor an alias.
+
+    Breadth first, one pair of indexed queries per hop, at most
+    ``MAX_ALIAS_DEPTH`` hops; a name seen twice is not expanded again.
+    """
+    if _user_exists(db, key):
+        return {key}
+    first = _targets(db, [key]).get(key)
+    if not first:
+        return None
+    users: set[str] = set()
+    seen = {key}
+    frontier = set(first)
+    for _ in range(MAX_ALIAS_DEPTH):
+        frontier -= seen
+        if not frontier:
+            break
+        seen |= frontier
+        found = _users_among(db, frontier)
+        users |= found
+        next_frontier: set[str] = set()
+        for targets in _targets(db, frontier - found).values():
+            next_frontier.update(targets)
+        frontier = next_frontier
+    return users
+
+
+def _reachable_aliases(db: sqlite3.Connection, key: str) -> set[str]:
+    """Every alias name reachable from ``key`` (for loop checks on insert)."""
+    seen: set[str] = set()
+    frontier = {key}
+    while frontier:
+        seen |= frontier
+        following: set[str] = set()
+        for targets in _targets(db, frontier).values():
+            following.update(targets)
+        frontier = following - seen
+    return seen

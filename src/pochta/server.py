@@ -1,0 +1,216 @@
+"""Every configured listener in one asyncio loop, with a graceful stop.
+
+Start-up opens the accounts database and the store, then binds each
+``[listen]`` address; a bind failure stops start-up with one line naming the
+key. ``stop()`` first closes the listening sockets, then waits (bounded) for
+deliveries already in progress to finish — a client that has not yet seen our
+250 keeps its copy and retries, so cutting a session mid-DATA loses nothing —
+then tells idle sessions ``421 4.3.2`` and closes them, and finally closes the
+store, which drains its writer thread. A message becomes visible only after
+its file is fsynced, renamed into new/ and indexed, so no stop, however
+abrupt, leaves a half-written message as mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pochta.accounts import Accounts
+from pochta.config import HostPort, Settings
+from pochta.errors import UserFacingError
+from pochta.smtp import codes
+from pochta.smtp.inbound import InboundHandler
+from pochta.smtp.policy import ConnectionLimiter
+from pochta.smtp.protocol import PochtaSMTP
+from pochta.store import open_store
+from pochta.store.interface import Store
+
+log = logging.getLogger("pochta.server")
+
+#: Listener kinds this version serves; the others are accepted in settings
+#: (they are part of the contract) and reported as skipped at start.
+SERVED = ("smtp",)
+
+
+class StartupError(UserFacingError):
+    """A listener could not be started (address in use, permission denied)."""
+
+
+@dataclass
+class Listener:
+    kind: str
+    address: HostPort
+    server: asyncio.Server
+    sessions: set[PochtaSMTP] = field(default_factory=set)
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for s in self.server.sockets]
+
+
+class Server:
+    """The whole mail server; embed it in tests with ``async with Server(settings)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        accounts: Accounts | None = None,
+    ) -> None:
+        self.settings = settings
+        self._own_store = store is None
+        self._own_accounts = accounts is None
+        self.store: Store = store if store is not None else open_store(settings.data_dir)
+        self.accounts: Accounts = (
+            accounts
+            if accounts is not None
+            else Accounts.open(settings.data_dir / "accounts.sqlite")
+        )
+        self.listeners: list[Listener] = []
+        self._inbound = InboundHandler(
+            hostname=settings.hostname,
+            accounts=self.accounts,
+            store=self.store,
+            max_recipients=settings.limits.recipients,
+            max_message_size=settings.limits.message_size,
+        )
+        self._smtp_limiter = ConnectionLimiter(
+            settings.limits.smtp_connections, settings.limits.smtp_connections_per_ip
+        )
+        self._stopped = asyncio.Event()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def address(self, kind: str) -> tuple[str, int]:
+        """The first bound address of a listener kind (tests bind port 0)."""
+        for listener in self.listeners:
+            if listener.kind == kind:
+                return listener.bound[0]
+        raise KeyError(kind)
+
+    async def start(self) -> None:
+        await self.store.open()
+        try:
+            for kind in ("smtp",):
+                for hp in getattr(self.settings.listen, kind):
+                    await self._listen(kind, hp, self._smtp_factory)
+            for kind, addrs in vars_listen(self.settings).items():
+                if kind not in SERVED and addrs:
+                    log.warning("[listen].%s is set but not served by this version", kind)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _smtp_factory(self, sessions: set[PochtaSMTP]) -> Callable[[], PochtaSMTP]:
+        tls = self.settings.tls_context() if self.settings.tls is not None else None
+
+        def make() -> PochtaSMTP:
+            proto = TrackedSMTP(
+                self._inbound,
+                sessions=sessions,
+                limiter=self._smtp_limiter,
+                auth_enabled=False,
+                hostname=self.settings.hostname,
+                ident="ESMTP Pochta",
+                data_size_limit=self.settings.limits.message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                tls_context=tls,
+                timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
+            )
+            return proto
+
+        return make
+
+    async def _listen(
+        self, kind: str, hp: HostPort, factory: Callable[[set[PochtaSMTP]], Callable[[], Any]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        sessions: set[PochtaSMTP] = set()
+        try:
+            server = await loop.create_server(
+                factory(sessions), hp.host, hp.port, reuse_address=True, backlog=512
+            )
+        except OSError as exc:
+            raise StartupError(f"[listen].{kind}: cannot listen on {hp}: {exc.strerror}") from exc
+        listener = Listener(kind, hp, server, sessions)
+        self.listeners.append(listener)
+        for host, port in listener.bound:
+            log.info("listening kind=%s address=%s:%d", kind, host, port)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for listener in self.listeners:
+            listener.server.close()
+        await self._inbound.drain(grace)
+        for listener in self.listeners:
+            for session in list(listener.sessions):
+                session.shutdown()
+        for listener in self.listeners:
+            try:
+                await asyncio.wait_for(listener.server.wait_closed(), 2)
+            except TimeoutError:
+                pass
+        self.listeners.clear()
+        if self._own_store:
+            await self.store.close()
+        if self._own_accounts:
+            self.accounts.close()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        log.info("ready hostname=%s data_dir=%s", self.settings.hostname, self.settings.data_dir)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()
+            log.info("stopped")
+
+
+def vars_listen(settings: Settings) -> dict[str, tuple[HostPort, ...]]:
+    listen = settings.listen
+    return {name: getattr(listen, name) for name in listen.__dataclass_fields__}
+
+
+class TrackedSMTP(PochtaSMTP):
+    """A PochtaSMTP that its listener can find and close at shutdown."""
+
+    def __init__(self, handler: Any, *, sessions: set[PochtaSMTP], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sessions = sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+    def shutdown(self) -> None:
+        """Say 421 4.3.2 (RFC 5321 §3.8) and close; no 250 is pending here."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{codes.SHUTTING_DOWN}\r\n".encode())
+        transport.close()

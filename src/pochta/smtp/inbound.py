@@ -1,0 +1,183 @@
+"""Inbound SMTP: the MX that accepts mail for our own domains (port 25).
+
+The transaction, RFC 5321 §3.3:
+
+* MAIL: the reverse-path must parse (null ``<>`` allowed, bounces use it,
+  RFC 5321 §4.5.5); SIZE above the limit is refused at once with 552 5.3.4
+  (RFC 1870 §6) by aiosmtpd, enhanced code added by ``PochtaSMTP``.
+* RCPT: accepted only for a local user or alias. Unknown user at a local
+  domain → 550 5.1.1; any other domain → 554 5.7.1: we are never an open
+  relay. More than ``[limits].recipients`` → 452 4.5.3 (RFC 5321
+  §4.5.3.1.10; the client sends the rest in another transaction).
+* DATA: refused whole if it has a bare CR or LF (smuggling defence) or is
+  over the size limit; otherwise Return-Path and Received are prepended and
+  the message is handed to the store, which answers only once the message
+  is fsynced and indexed. Only then do we say 250. If the store fails we say
+  451 4.3.0 and the client keeps the message: mail is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pochta.accounts import AddressError, parse_address
+from pochta.smtp import codes
+from pochta.smtp.policy import (
+    TraceInfo,
+    has_bare_newline,
+    new_queue_id,
+    protocol_name,
+    received_header,
+    return_path_header,
+)
+from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
+from pochta.store.interface import Recipient, UserNotFound
+
+if TYPE_CHECKING:
+    from pochta.accounts import Accounts
+    from pochta.store.interface import Store
+
+log = logging.getLogger("pochta.smtp.inbound")
+
+
+class InboundHandler:
+    """aiosmtpd handler hooks for the MX listener."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        accounts: Accounts,
+        store: Store,
+        max_recipients: int,
+        max_message_size: int,
+    ) -> None:
+        self.hostname = hostname
+        self.accounts = accounts
+        self.store = store
+        self.max_recipients = max_recipients
+        self.max_message_size = max_message_size
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, grace: float) -> None:
+        """Wait until no delivery is in progress (for a graceful stop)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("stop: %d deliveries still running after %.0fs", self._inflight, grace)
+
+    async def handle_EHLO(
+        self,
+        server: PochtaSMTP,
+        session: PochtaSession,
+        envelope: PochtaEnvelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """RFC 5321 §4.1.1.1 EHLO: remember the name, list our extensions."""
+        session.host_name = hostname
+        return server.extensions(responses)
+
+    async def handle_MAIL(
+        self,
+        server: PochtaSMTP,
+        session: PochtaSession,
+        envelope: PochtaEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """RFC 5321 §4.1.1.2 MAIL: check the reverse-path syntax."""
+        if address != "<>":
+            try:
+                parse_address(address)
+            except AddressError:
+                return str(codes.BAD_SENDER_ADDRESS)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return str(codes.SENDER_OK)
+
+    async def handle_RCPT(
+        self,
+        server: PochtaSMTP,
+        session: PochtaSession,
+        envelope: PochtaEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        """RFC 5321 §4.1.1.3 RCPT: local users and aliases only."""
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return str(codes.TOO_MANY_RECIPIENTS)
+        try:
+            parse_address(address)
+        except AddressError:
+            return str(codes.BAD_ADDRESS)
+        resolution = self.accounts.resolve(address)
+        if not resolution.local_domain:
+            return str(codes.RELAY_DENIED)
+        if not resolution.users:
+            return str(codes.UNKNOWN_USER)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        for user in resolution.users:
+            envelope.users[user] = None
+        return str(codes.RECIPIENT_OK)
+
+    async def handle_DATA(
+        self, server: PochtaSMTP, session: PochtaSession, envelope: PochtaEnvelope
+    ) -> str:
+        """RFC 5321 §4.1.1.4 DATA: check, add trace headers, store durably, then 250."""
+        data: bytes = envelope.original_content
+        if has_bare_newline(data):
+            return str(codes.BARE_NEWLINE)
+        if len(data) > self.max_message_size:
+            return str(codes.MESSAGE_TOO_BIG)
+        queue_id = new_queue_id()
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        rcpts: list[str] = envelope.rcpt_tos
+        trace = TraceInfo(
+            helo=session.host_name or "unknown",
+            peer_ip=session.peer_ip,
+            hostname=self.hostname,
+            protocol=protocol_name(
+                extended=session.extended_smtp,
+                tls=session.tls_info is not None or server._tls_protocol is not None,
+                authenticated=False,
+            ),
+            queue_id=queue_id,
+            recipient=rcpts[0] if len(rcpts) == 1 else None,
+            tls=session.tls_info,
+            timestamp=time.time(),
+        )
+        message = return_path_header(mail_from) + received_header(trace) + data
+        self._inflight += 1
+        self._idle.clear()
+        recipients = [Recipient(user) for user in envelope.users]
+        try:
+            try:
+                await self.store.deliver(message, recipients)
+            except UserNotFound:
+                # The account exists (RCPT resolved it) but its mailboxes were
+                # never made, e.g. the CLI stopped between the two steps.
+                for user in envelope.users:
+                    await self.store.create_user(user)
+                await self.store.deliver(message, recipients)
+        except Exception:
+            log.exception("queue_id=%s store failed; told the client to retry", queue_id)
+            return str(codes.LOCAL_ERROR)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        log.info(
+            "queue_id=%s from=<%s> to=%s size=%d result=stored",
+            queue_id,
+            mail_from,
+            ",".join(f"<{r}>" for r in rcpts),
+            len(message),
+        )
+        return f"{codes.QUEUED} {queue_id}"

@@ -1,0 +1,592 @@
+"""The write jobs of the Maildir store: index rows and the files that go with them.
+
+Design note
+-----------
+Each class is one ``writer.Job``: its ``apply`` runs on the writer thread
+inside the batch transaction and pairs every file operation with its undo
+(``Tx.on_undo``) and every touched directory with a deferred fsync
+(``Tx.sync_dir``). The ordering rules that keep index and files consistent:
+
+* new files (delivery, append, copy) are complete and fsynced before they get
+  their final name, and that name exists before the row is committed;
+* flag changes and moves rename the file before the commit; readers that race
+  with the rename find the file by its base name (``files.resolve``);
+* removals (expunge, the source of a move, a deleted folder) happen only
+  after the commit: expunged files are unlinked, a deleted folder is first
+  renamed out of the Maildir++ namespace (``files.TRASH_PREFIX``) and removed
+  after the commit.
+
+Arguments arrive validated (names normalized, flags canonical) by the
+caller on the event loop; jobs check what depends on index state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pochta.mime import analyze
+from pochta.store import common, files, index, names
+from pochta.store import flags as flagset
+from pochta.store.index import IN_UIDS, MailboxRow, uid_list
+from pochta.store.interface import (
+    DEFAULT_MAILBOXES,
+    INBOX,
+    AppendResult,
+    CopyResult,
+    Delivered,
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxInfo,
+    MailboxNotEmpty,
+    MessageInfo,
+    MessageNotFound,
+    Notice,
+    StoreError,
+    StoreMode,
+    StoreResult,
+)
+from pochta.store.writer import Job, Tx
+
+LIST_CHANGED = Notice(None, 0)
+
+T = TypeVar("T")
+
+
+# Shared steps ---------------------------------------------------------------
+
+
+def create_mailbox(
+    tx: Tx,
+    layout: files.Layout,
+    user: str,
+    user_id: int,
+    name: str,
+    special_use: frozenset[str] = frozenset(),
+    subscribed: bool = False,
+) -> MailboxRow:
+    """Insert the row and make the folder (INBOX is the user's Maildir itself)."""
+    row = index.insert_mailbox(tx.conn, user_id, name, special_use, subscribed)
+    if name != INBOX:
+        path = layout.folder(user, name)
+        if files.make_maildir(path, folder=True):
+            tx.on_undo(lambda: files.remove_tree_quietly(path))
+        tx.sync_dir(layout.user_dir(user))
+    return row
+
+
+def ensure_parents(tx: Tx, layout: files.Layout, user: str, user_id: int, name: str) -> None:
+    """Create the missing superior mailboxes of ``name`` (RFC 9051 §6.3.4)."""
+    for parent in names.parents(name):
+        if index.mailbox(tx.conn, user_id, parent) is None:
+            create_mailbox(tx, layout, user, user_id, parent)
+
+
+def put_file(
+    tx: Tx,
+    src: str,
+    folder: str,
+    *,
+    is_subfolder: bool,
+    size: int,
+    letters: str | None,
+    keep_source: bool,
+) -> str:
+    """Give the complete file ``src`` a fresh name in ``folder``; return its relative path.
+
+    A folder whose directories vanished (deleted by hand) is re-created.
+    """
+    rel = files.rel_path(files.new_base(size), letters)
+    dst = os.path.join(folder, rel)
+    tmp_dir = os.path.join(folder, "tmp")
+    try:
+        files.place(src, dst, keep_source=keep_source, tmp_dir=tmp_dir)
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        files.make_maildir(folder, folder=is_subfolder)
+        files.place(src, dst, keep_source=keep_source, tmp_dir=tmp_dir)
+    if keep_source:
+        tx.on_undo(lambda: files.unlink_quietly(dst))
+    else:
+        tx.on_undo(lambda: os.rename(dst, src))
+    tx.sync_dir(os.path.dirname(dst))
+    return rel
+
+
+def letters_for(flags: frozenset[str], in_cur: bool = False) -> str | None:
+    """Info letters for a file with ``flags``; None keeps it in new/ (no system flags)."""
+    letters = flagset.to_letters(flags)
+    return letters if letters or in_cur else None
+
+
+@dataclass(slots=True)
+class _Row:
+    """A message row as copy/move need it."""
+
+    uid: int
+    flags: int
+    keywords: str
+    size: int
+    stamp: int
+    tz: int
+    path: str
+    meta: bytes
+
+
+def transfer(
+    tx: Tx,
+    layout: files.Layout,
+    user: str,
+    source: MailboxRow,
+    dest: MailboxRow,
+    uids: list[int] | None,
+    *,
+    move: bool,
+) -> CopyResult:
+    """COPY or MOVE ``uids`` (all when None) from ``source`` to ``dest``."""
+    conn = tx.conn
+    query = (
+        "SELECT uid, flags, keywords, size, internal_date, tz_minutes, path, meta"
+        " FROM messages WHERE mailbox_id = ?"
+    )
+    args: tuple[object, ...] = (source.id,)
+    if uids is not None:
+        query += f" AND {IN_UIDS}"
+        args += (uid_list(uids),)
+    rows = [_Row(*r) for r in conn.execute(query + " ORDER BY uid", args)]
+    if not rows:
+        return CopyResult(dest.uidvalidity, (), ())
+    src_folder = layout.folder(user, source.name)
+    dst_folder = layout.folder(user, dest.name)
+    new_uids = index.take_uids(conn, dest, len(rows))
+    modseq = index.bump_modseq(conn, dest)
+    inserts = []
+    for row, new_uid in zip(rows, new_uids, strict=True):
+        rel = files.resolve(src_folder, row.path)
+        if rel is None:
+            raise MessageNotFound(f"the file of UID {row.uid} is missing")
+        src = os.path.join(src_folder, rel)
+        new_rel = put_file(
+            tx,
+            src,
+            dst_folder,
+            is_subfolder=dest.name != INBOX,
+            size=row.size,
+            letters=letters_for(flagset.from_bits(row.flags), rel.startswith("cur/")),
+            keep_source=not move,
+        )
+        if move:
+            tx.sync_dir(os.path.dirname(src))
+        inserts.append(
+            (
+                *(dest.id, new_uid, modseq, row.flags, row.keywords),
+                *(row.size, row.stamp, row.tz, new_rel, row.meta),
+            )
+        )
+    conn.executemany(index.INSERT_MESSAGE, inserts)
+    source_uids = tuple(r.uid for r in rows)
+    if move:
+        if source.id == dest.id:
+            source = dest  # same row: keep UIDNEXT/MODSEQ bookkeeping in one object
+        gone = index.bump_modseq(conn, source)
+        conn.execute(
+            f"DELETE FROM messages WHERE mailbox_id = ? AND {IN_UIDS}",
+            (source.id, uid_list(source_uids)),
+        )
+        index.tombstone(conn, source.id, source_uids, gone)
+        tx.notify(user, Notice(source.name, gone))
+    tx.notify(user, Notice(dest.name, dest.highestmodseq))
+    return CopyResult(dest.uidvalidity, source_uids, tuple(new_uids))
+
+
+# Users ------------------------------------------------------------------------
+
+
+class CreateUserJob(Job[None]):
+    def __init__(self, layout: files.Layout, user: str) -> None:
+        self.layout, self.user = layout, user
+
+    def apply(self, tx: Tx) -> None:
+        root = self.layout.user_dir(self.user)
+        if index.user_id(tx.conn, self.user) is not None:
+            files.make_maildir(root, folder=False)  # repair a Maildir removed by hand
+            return
+        cur = tx.conn.execute("INSERT INTO users (name) VALUES (?)", (self.user,))
+        assert cur.lastrowid is not None
+        if files.make_maildir(root, folder=False):
+            tx.on_undo(lambda: files.remove_tree_quietly(root))
+        # The new directory entries must survive a crash like the index row.
+        tx.sync_dir(os.path.dirname(root))
+        tx.sync_dir(os.path.dirname(os.path.dirname(root)))
+        tx.sync_dir(root)
+        for name, use in DEFAULT_MAILBOXES:
+            uses = frozenset() if use is None else frozenset({use})
+            create_mailbox(tx, self.layout, self.user, cur.lastrowid, name, uses, True)
+        tx.notify(self.user, LIST_CHANGED)
+
+
+class DeleteUserJob(Job[None]):
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+    def apply(self, tx: Tx) -> None:
+        if tx.conn.execute("DELETE FROM users WHERE name = ?", (self.user,)).rowcount:
+            tx.notify(self.user, LIST_CHANGED)
+
+
+# New messages -----------------------------------------------------------------
+
+
+class _NewMessageJob(Job[T]):
+    """Shared by delivery and APPEND: the bytes are written and parsed in ``prepare``."""
+
+    has_prepare = True
+
+    def __init__(self, tmp_dir: str, data: bytes, when: dt.datetime) -> None:
+        self.tmp_dir = tmp_dir
+        self.data = data
+        self.when = when
+        self.meta = b""
+        self.tmp_path: str | None = None
+
+    def prepare(self) -> None:
+        self.meta = analyze(self.data).to_json()
+        try:
+            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.when.timestamp())
+        except FileNotFoundError:
+            # No tmp/: maybe an unknown user (apply raises before writing) or a
+            # Maildir deleted by hand (apply re-creates it, then writes).
+            self.tmp_path = None
+
+    def ensure_file(self) -> str:
+        if self.tmp_path is None:
+            os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.when.timestamp())
+        return self.tmp_path
+
+    def cleanup(self) -> None:
+        if self.tmp_path is not None:
+            files.unlink_quietly(self.tmp_path)
+
+    def insert(
+        self, tx: Tx, user: str, box: MailboxRow, flags: frozenset[str], *, last: bool
+    ) -> int:
+        """File and row for one mailbox; the last target takes the tmp file itself."""
+        src = self.ensure_file()
+        rel = put_file(
+            tx,
+            src,
+            self.folder(user, box),
+            is_subfolder=box.name != INBOX,
+            size=len(self.data),
+            letters=letters_for(flags),
+            keep_source=not last,
+        )
+        (uid,) = index.take_uids(tx.conn, box, 1)
+        modseq = index.bump_modseq(tx.conn, box)
+        bits, keywords = flagset.split(flags)
+        stamp, tz = index.date_columns(self.when)
+        tx.conn.execute(
+            index.INSERT_MESSAGE,
+            (box.id, uid, modseq, bits, keywords, len(self.data), stamp, tz, rel, self.meta),
+        )
+        tx.notify(user, Notice(box.name, modseq))
+        return uid
+
+    def folder(self, user: str, box: MailboxRow) -> str:
+        raise NotImplementedError
+
+
+class DeliverJob(_NewMessageJob[list[Delivered]]):
+    def __init__(
+        self,
+        layout: files.Layout,
+        data: bytes,
+        targets: list[tuple[str, str, frozenset[str]]],
+    ) -> None:
+        # tmp/ of the first recipient; links reach the others (same filesystem).
+        super().__init__(
+            os.path.join(layout.user_dir(targets[0][0]), "tmp"),
+            data,
+            common.internal_date(None),
+        )
+        self.layout = layout
+        self.targets = targets
+
+    def folder(self, user: str, box: MailboxRow) -> str:
+        return self.layout.folder(user, box.name)
+
+    def apply(self, tx: Tx) -> list[Delivered]:
+        conn = tx.conn
+        landing: list[tuple[str, MailboxRow, frozenset[str]]] = []
+        seen: set[int] = set()
+        for user, name, flags in self.targets:
+            user_id = index.require_user(conn, user)
+            # A mailbox that is gone (deleted by its owner) falls back to INBOX,
+            # as Dovecot's LDA does: mail is never refused for that.
+            box = index.mailbox(conn, user_id, name) or index.require_mailbox(conn, user_id, INBOX)
+            if box.id not in seen:
+                seen.add(box.id)
+                landing.append((user, box, flags))
+        delivered = []
+        for i, (user, box, flags) in enumerate(landing):
+            uid = self.insert(tx, user, box, flags, last=i == len(landing) - 1)
+            delivered.append(Delivered(user, box.name, box.uidvalidity, uid))
+        return delivered
+
+
+class AppendJob(_NewMessageJob[AppendResult]):
+    def __init__(
+        self,
+        layout: files.Layout,
+        user: str,
+        name: str,
+        data: bytes,
+        flags: frozenset[str],
+        when: dt.datetime,
+    ) -> None:
+        super().__init__(os.path.join(layout.user_dir(user), "tmp"), data, when)
+        self.layout, self.user, self.name, self.flags = layout, user, name, flags
+
+    def folder(self, user: str, box: MailboxRow) -> str:
+        return self.layout.folder(user, box.name)
+
+    def apply(self, tx: Tx) -> AppendResult:
+        box = index.user_mailbox(tx.conn, self.user, self.name)
+        uid = self.insert(tx, self.user, box, self.flags, last=True)
+        return AppendResult(box.uidvalidity, uid)
+
+
+# Flags and expunge ------------------------------------------------------------
+
+
+class StoreFlagsJob(Job[StoreResult]):
+    def __init__(
+        self,
+        layout: files.Layout,
+        user: str,
+        name: str,
+        uids: list[int],
+        flags: frozenset[str],
+        mode: StoreMode,
+        unchanged_since: int | None,
+    ) -> None:
+        self.layout, self.user, self.name = layout, user, name
+        self.uids, self.flags, self.mode = uids, flags, mode
+        self.unchanged_since = unchanged_since
+
+    def apply(self, tx: Tx) -> StoreResult:
+        conn = tx.conn
+        box = index.user_mailbox(conn, self.user, self.name)
+        folder = self.layout.folder(self.user, box.name)
+        rows = conn.execute(
+            f"SELECT {index.INFO_COLUMNS}, path FROM messages"
+            f" WHERE mailbox_id = ? AND {IN_UIDS} ORDER BY uid",
+            (box.id, uid_list(self.uids)),
+        ).fetchall()
+        updated: list[MessageInfo] = []
+        modified: list[int] = []
+        changes: list[tuple[int, str, int, str, int, int]] = []
+        modseq = 0
+        for row in rows:
+            info = index.message_info(row[:7])
+            if self.unchanged_since is not None and info.modseq > self.unchanged_since:
+                modified.append(info.uid)
+                continue
+            new = flagset.apply(info.flags, self.flags, self.mode)
+            if new == info.flags:
+                updated.append(info)
+                continue
+            modseq = modseq or index.bump_modseq(conn, box)
+            path = self._rename(tx, folder, row[7], info.flags, new)
+            bits, keywords = flagset.split(new)
+            changes.append((bits, keywords, modseq, path, box.id, info.uid))
+            updated.append(MessageInfo(info.uid, new, modseq, info.size, info.internal_date))
+        if changes:
+            conn.executemany(
+                "UPDATE messages SET flags = ?, keywords = ?, modseq = ?, path = ?"
+                " WHERE mailbox_id = ? AND uid = ?",
+                changes,
+            )
+            tx.notify(self.user, Notice(box.name, modseq))
+        return StoreResult(tuple(updated), tuple(modified))
+
+    @staticmethod
+    def _rename(tx: Tx, folder: str, rel: str, old: frozenset[str], new: frozenset[str]) -> str:
+        """Move the file to the name that carries ``new``'s letters; return its path."""
+        if flagset.to_letters(old) == flagset.to_letters(new) and not rel.startswith("new/"):
+            return rel
+        current = files.resolve(folder, rel)
+        if current is None:  # deleted behind our back: the row still changes
+            return rel
+        base, _ = files.split_name(current.rpartition("/")[2])
+        letters = flagset.to_letters(new)
+        target = files.rel_path(base, letters) if letters or current.startswith("cur/") else current
+        if target == current:
+            return current
+        src, dst = os.path.join(folder, current), os.path.join(folder, target)
+        os.rename(src, dst)
+        tx.on_undo(lambda: os.rename(dst, src))
+        tx.sync_dir(os.path.dirname(dst))
+        tx.sync_dir(os.path.dirname(src))
+        return target
+
+
+class ExpungeJob(Job[list[int]]):
+    def __init__(self, layout: files.Layout, user: str, name: str, uids: list[int] | None) -> None:
+        self.layout, self.user, self.name, self.uids = layout, user, name, uids
+
+    def apply(self, tx: Tx) -> list[int]:
+        conn = tx.conn
+        box = index.user_mailbox(conn, self.user, self.name)
+        query = "SELECT uid, path FROM messages WHERE mailbox_id = ? AND flags & ? != 0"
+        args: tuple[object, ...] = (box.id, flagset.DELETED_BIT)
+        if self.uids is not None:
+            query += f" AND {IN_UIDS}"
+            args += (uid_list(self.uids),)
+        rows = conn.execute(query + " ORDER BY uid", args).fetchall()
+        if not rows:
+            return []
+        uids = [r[0] for r in rows]
+        modseq = index.bump_modseq(conn, box)
+        conn.execute(
+            f"DELETE FROM messages WHERE mailbox_id = ? AND {IN_UIDS}", (box.id, uid_list(uids))
+        )
+        index.tombstone(conn, box.id, uids, modseq)
+        folder = self.layout.folder(self.user, box.name)
+        paths = [r[1] for r in rows]
+
+        def unlink_files() -> None:
+            for rel in paths:
+                current = files.resolve(folder, rel)
+                if current is not None:
+                    files.unlink_quietly(os.path.join(folder, current))
+
+        tx.after_commit(unlink_files)
+        tx.notify(self.user, Notice(box.name, modseq))
+        return uids
+
+
+class TransferJob(Job[CopyResult]):
+    """COPY (RFC 9051 §6.4.7) or MOVE (RFC 6851)."""
+
+    def __init__(
+        self, layout: files.Layout, user: str, name: str, uids: list[int], dest: str, move: bool
+    ) -> None:
+        self.layout, self.user, self.name = layout, user, name
+        self.uids, self.dest, self.move = uids, dest, move
+
+    def apply(self, tx: Tx) -> CopyResult:
+        user_id = index.require_user(tx.conn, self.user)
+        source = index.require_mailbox(tx.conn, user_id, self.name)
+        dest = index.require_mailbox(tx.conn, user_id, self.dest)
+        if dest.id == source.id:
+            dest = source
+        return transfer(tx, self.layout, self.user, source, dest, self.uids, move=self.move)
+
+
+# Mailboxes --------------------------------------------------------------------
+
+
+class CreateJob(Job[MailboxInfo]):
+    def __init__(self, layout: files.Layout, user: str, name: str, uses: frozenset[str]) -> None:
+        self.layout, self.user, self.name, self.uses = layout, user, name, uses
+
+    def apply(self, tx: Tx) -> MailboxInfo:
+        user_id = index.require_user(tx.conn, self.user)
+        if index.mailbox(tx.conn, user_id, self.name) is not None:
+            raise MailboxExists(f"mailbox {self.name!r} exists")
+        ensure_parents(tx, self.layout, self.user, user_id, self.name)
+        row = create_mailbox(tx, self.layout, self.user, user_id, self.name, self.uses)
+        tx.notify(self.user, LIST_CHANGED)
+        return row.info()
+
+
+class DeleteJob(Job[None]):
+    def __init__(self, layout: files.Layout, user: str, name: str) -> None:
+        self.layout, self.user, self.name = layout, user, name
+
+    def apply(self, tx: Tx) -> None:
+        conn = tx.conn
+        user_id = index.require_user(conn, self.user)
+        box = index.require_mailbox(conn, user_id, self.name)
+        if box.name == INBOX:
+            raise StoreError("INBOX cannot be deleted", code="CANNOT")
+        child = conn.execute(
+            "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ? LIMIT 1",
+            (user_id, len(box.name) + 1, box.name + "/"),
+        ).fetchone()
+        if child is not None:
+            raise MailboxNotEmpty(f"mailbox {box.name!r} has children")
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
+        path = self.layout.folder(self.user, box.name)
+        if os.path.isdir(path):
+            root = self.layout.user_dir(self.user)
+            trash = os.path.join(root, files.TRASH_PREFIX + files.new_base(0))
+            os.rename(path, trash)
+            tx.on_undo(lambda: os.rename(trash, path))
+            tx.sync_dir(root)
+            tx.after_commit(lambda: files.remove_tree_quietly(trash))
+        tx.notify(self.user, LIST_CHANGED)
+
+
+class RenameJob(Job[None]):
+    def __init__(self, layout: files.Layout, user: str, old: str, new: str) -> None:
+        self.layout, self.user, self.old, self.new = layout, user, old, new
+
+    def apply(self, tx: Tx) -> None:
+        conn, user = tx.conn, self.user
+        user_id = index.require_user(conn, user)
+        source = index.require_mailbox(conn, user_id, self.old)
+        if index.mailbox(conn, user_id, self.new) is not None:
+            raise MailboxExists(f"mailbox {self.new!r} exists")
+        if names.is_inferior(self.new, source.name):
+            raise InvalidMailboxName("cannot rename a mailbox into itself")
+        if source.name == INBOX:
+            # RFC 9051 §6.3.6: INBOX stays (empty); its messages move to the new name.
+            ensure_parents(tx, self.layout, user, user_id, self.new)
+            dest = create_mailbox(tx, self.layout, user, user_id, self.new)
+            transfer(tx, self.layout, user, source, dest, None, move=True)
+            tx.notify(user, LIST_CHANGED)
+            return
+        moving = [
+            row
+            for row in index.mailboxes(conn, user_id)
+            if row.name == source.name or names.is_inferior(row.name, source.name)
+        ]
+        renamed = [(row, self.new + row.name[len(source.name) :]) for row in moving]
+        for _, new_name in renamed:
+            if index.mailbox(conn, user_id, new_name) is not None:
+                raise MailboxExists(f"mailbox {new_name!r} exists")
+        for row, new_name in renamed:
+            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new_name, row.id))
+            self._move_dir(tx, row.name, new_name)
+        ensure_parents(tx, self.layout, user, user_id, self.new)
+        tx.sync_dir(self.layout.user_dir(user))
+        tx.notify(user, LIST_CHANGED)
+
+    def _move_dir(self, tx: Tx, old: str, new: str) -> None:
+        src, dst = self.layout.folder(self.user, old), self.layout.folder(self.user, new)
+        if os.path.lexists(dst):
+            raise MailboxExists(f"a folder for {new!r} is in the way on disk")
+        if os.path.isdir(src):
+            os.rename(src, dst)
+            tx.on_undo(lambda: os.rename(dst, src))
+        else:  # the folder was removed by hand; give the renamed mailbox a fresh one
+            files.make_maildir(dst, folder=True)
+            tx.on_undo(lambda: files.remove_tree_quietly(dst))
+
+
+class SubscribeJob(Job[None]):
+    def __init__(self, user: str, name: str, subscribed: bool) -> None:
+        self.user, self.name, self.subscribed = user, name, subscribed
+
+    def apply(self, tx: Tx) -> None:
+        box = index.user_mailbox(tx.conn, self.user, self.name)
+        tx.conn.execute(
+            "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(self.subscribed), box.id)
+        )
+        tx.notify(self.user, LIST_CHANGED)

@@ -1,0 +1,401 @@
+"""The embedded store: Maildir++ files for bodies, one SQLite index (WAL).
+
+Design note
+-----------
+``MaildirStore(data_dir)`` keeps mail where DESIGN.md promises it, readable
+by mutt, Dovecot and backup scripts as it is:
+
+* ``data_dir/mail/<domain>/<localpart>/`` is the user's Maildir (INBOX);
+  other mailboxes are Maildir++ folders beside it (``names``, ``files``);
+* ``data_dir/index.sqlite`` indexes it (``index``).
+
+Threads. The event loop never touches a file or the database:
+
+* every change is a job for the single writer thread (``writer``): group
+  commit, so N concurrent deliveries share directory fsyncs and one COMMIT,
+  and ``deliver``/``append`` return only once file, directory and index are
+  durable;
+* every read (``list``, ``status``, ``messages``, ``changes``, ``meta``,
+  ``read``) runs on a small pool of reader threads, each with its own
+  read-only connection; in WAL mode they never wait for the writer, and each
+  read sees one committed snapshot;
+* change notices are handed to the loop with ``call_soon_threadsafe`` right
+  after the commit and wake ``Watch``es of the same store instance (other
+  processes' changes are not seen until the next read).
+
+Failures: a job that fails leaves no trace (see ``writer``); a message file
+deleted behind the store's back reads as ``MessageNotFound``; ``reindex``
+repairs the index from the files. Arguments are validated on the loop before
+anything is queued, so bad names and flags cost no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime as dt
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from pochta.mime import MessageMeta
+from pochta.store import common, files, index, names
+from pochta.store import flags as flagset
+from pochta.store.feed import Feed
+from pochta.store.interface import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    Delivered,
+    MailboxInfo,
+    MessageInfo,
+    MessageNotFound,
+    Notice,
+    Recipient,
+    StoreError,
+    StoreMode,
+    StoreResult,
+    UserNotFound,
+    Watch,
+)
+from pochta.store.jobs import (
+    AppendJob,
+    CreateJob,
+    CreateUserJob,
+    DeleteJob,
+    DeleteUserJob,
+    DeliverJob,
+    ExpungeJob,
+    RenameJob,
+    StoreFlagsJob,
+    SubscribeJob,
+    TransferJob,
+)
+from pochta.store.reindex import ReindexJob
+from pochta.store.writer import Job, Writer, storage_error
+
+T = TypeVar("T")
+
+Read = Callable[[sqlite3.Connection], T]
+
+
+class MaildirStore:
+    """``pochta.store.interface.Store`` on Maildir++ and SQLite."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        readers: int = 4,
+        helpers: int = 8,
+        max_batch: int = 512,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.layout = files.Layout(str(self.data_dir / "mail"))
+        self.feed = Feed()
+        self._db_path = str(self.data_dir / "index.sqlite")
+        self._reader_count = readers
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Users known to exist: deliver() skips the index lookup for them. The
+        # writer checks again, so a user deleted by another process is still refused.
+        self._known_users: set[str] = set()
+        self._writer = Writer(
+            self._open_index,
+            self._publish,
+            helpers=helpers,
+            max_batch=max_batch,
+            on_exit=self._close_readers,
+        )
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._loop is not None:
+            raise StoreError("store already open")
+        self._loop = asyncio.get_running_loop()
+        self._readers = ThreadPoolExecutor(
+            self._reader_count, thread_name_prefix="pochta-store-read"
+        )
+        try:
+            await self._writer.start()
+        except BaseException:
+            self._readers.shutdown(wait=False)
+            self._readers = None
+            self._loop = None
+            raise
+
+    async def close(self) -> None:
+        """Finish queued writes, then stop every thread and close every connection."""
+        await self._writer.stop()
+        self._readers = None
+        self.feed.close_all()
+
+    def _open_index(self) -> sqlite3.Connection:
+        os.makedirs(self.layout.root, mode=0o700, exist_ok=True)
+        return index.connect(self._db_path)
+
+    def _close_readers(self) -> None:
+        # On the writer thread as it exits: the reader pool is idle or about to be.
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    def _publish(self, notices: list[tuple[str, Notice]]) -> None:
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.feed.publish_many, notices)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    # --- plumbing -----------------------------------------------------------
+
+    @property
+    def commit_count(self) -> int:
+        """Index COMMITs so far (group commit makes this far lower than writes)."""
+        return self._writer.commits
+
+    @property
+    def batch_count(self) -> int:
+        return self._writer.batches
+
+    async def _submit(self, job: Job[T]) -> T:
+        return await self._writer.submit(job)
+
+    async def _read(self, fn: Read[T]) -> T:
+        if self._readers is None:
+            raise StoreError("the store is not open", code="UNAVAILABLE")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def _run_read(self, fn: Read[T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        try:
+            if conn is None:
+                conn = index.connect(self._db_path, readonly=True)
+                with self._reader_lock:
+                    self._reader_conns.append(conn)
+                self._reader_local.conn = conn
+            conn.execute("BEGIN")  # one snapshot for all statements of this read
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        except (OSError, sqlite3.Error) as exc:
+            raise storage_error(exc) from exc
+
+    # --- Store ----------------------------------------------------------------
+
+    def mailboxes(self, user: str) -> MaildirMailboxes:
+        return MaildirMailboxes(self, user)
+
+    async def create_user(self, user: str) -> None:
+        files.user_parts(user)
+        await self._submit(CreateUserJob(self.layout, user))
+        self._known_users.add(user)
+
+    async def delete_user(self, user: str) -> None:
+        self._known_users.discard(user)
+        await self._submit(DeleteUserJob(user))
+
+    async def deliver(self, data: bytes, recipients: Sequence[Recipient]) -> list[Delivered]:
+        targets = common.plan_delivery(recipients)
+        if not targets:
+            return []
+        unknown = {user for user, _, _ in targets if user not in self._known_users}
+        for user in unknown:
+            try:
+                files.user_parts(user)
+            except files.BadUser:
+                raise UserNotFound(f"no such user {user}") from None
+        if unknown:
+
+            def missing(conn: sqlite3.Connection) -> list[str]:
+                return sorted(u for u in unknown if index.user_id(conn, u) is None)
+
+            absent = await self._read(missing)
+            if absent:
+                raise UserNotFound(f"no such user {absent[0]}")
+            self._known_users |= unknown
+        return await self._submit(DeliverJob(self.layout, bytes(data), targets))
+
+    async def reindex(self, user: str) -> int:
+        files.user_parts(user)
+        count = await self._submit(ReindexJob(self.layout, user))
+        self._known_users.add(user)
+        return count
+
+    async def maildir_users(self) -> list[str]:
+        """Users that have a Maildir on disk (to reindex everything after losing the index)."""
+        return await self._read(lambda _conn: self.layout.users())
+
+
+class MaildirMailboxes:
+    """``pochta.store.interface.Mailboxes`` of one user of a ``MaildirStore``."""
+
+    def __init__(self, store: MaildirStore, user: str) -> None:
+        self._store = store
+        self._user = user
+        self._layout = store.layout
+
+    @property
+    def user(self) -> str:
+        return self._user
+
+    async def list(self) -> list[MailboxInfo]:
+        user = self._user
+
+        def op(conn: sqlite3.Connection) -> builtins.list[MailboxInfo]:
+            rows = {r.name: r for r in index.mailboxes(conn, index.require_user(conn, user))}
+            return [rows[name].info() for name in common.sort_mailboxes(builtins.list(rows))]
+
+        return await self._store._read(op)
+
+    async def status(self, name: str) -> MailboxInfo:
+        name, user = names.normalize(name), self._user
+        return await self._store._read(
+            lambda conn: index.status(conn, index.user_mailbox(conn, user, name))
+        )
+
+    async def create(self, name: str, special_use: frozenset[str] = frozenset()) -> MailboxInfo:
+        name = names.normalize(name, for_create=True)
+        uses = common.special_use(special_use)
+        return await self._store._submit(CreateJob(self._layout, self._user, name, uses))
+
+    async def delete(self, name: str) -> None:
+        name = names.normalize(name)
+        await self._store._submit(DeleteJob(self._layout, self._user, name))
+
+    async def rename(self, old: str, new: str) -> None:
+        old, new = names.normalize(old), names.normalize(new)
+        await self._store._submit(RenameJob(self._layout, self._user, old, new))
+
+    async def subscribe(self, name: str, subscribed: bool) -> None:
+        name = names.normalize(name)
+        await self._store._submit(SubscribeJob(self._user, name, subscribed))
+
+    async def append(
+        self,
+        name: str,
+        data: bytes,
+        flags: Iterable[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> AppendResult:
+        job = AppendJob(
+            self._layout,
+            self._user,
+            names.normalize(name),
+            bytes(data),
+            flagset.normalize(flags),
+            common.internal_date(internal_date),
+        )
+        return await self._store._submit(job)
+
+    async def messages(self, name: str) -> builtins.list[MessageInfo]:
+        name, user = names.normalize(name), self._user
+        return await self._store._read(
+            lambda conn: index.message_infos(conn, index.user_mailbox(conn, user, name).id)
+        )
+
+    async def changes(self, name: str, since: int) -> Changes:
+        name, user = names.normalize(name), self._user
+
+        def op(conn: sqlite3.Connection) -> Changes:
+            box = index.user_mailbox(conn, user, name)
+            return Changes(
+                box.highestmodseq,
+                tuple(index.message_infos(conn, box.id, since)),
+                tuple(index.vanished(conn, box.id, since)),
+            )
+
+        return await self._store._read(op)
+
+    async def meta(self, name: str, uids: Sequence[int]) -> dict[int, MessageMeta]:
+        name, user, wanted = names.normalize(name), self._user, builtins.list(uids)
+
+        def op(conn: sqlite3.Connection) -> dict[int, MessageMeta]:
+            box = index.user_mailbox(conn, user, name)
+            return {
+                uid: MessageMeta.from_json(raw) for uid, raw in index.metas(conn, box.id, wanted)
+            }
+
+        return await self._store._read(op)
+
+    async def read(self, name: str, uid: int) -> bytes:
+        name, user, layout = names.normalize(name), self._user, self._layout
+
+        def op(conn: sqlite3.Connection) -> bytes:
+            box = index.user_mailbox(conn, user, name)
+            rel = index.message_path(conn, box.id, uid)
+            if rel is None:
+                raise MessageNotFound(f"no message with UID {uid}")
+            folder = layout.folder(user, box.name)
+            for _ in range(2):  # a concurrent flag change may rename it once
+                try:
+                    with open(os.path.join(folder, rel), "rb") as f:
+                        return f.read()
+                except FileNotFoundError:
+                    found = files.find_by_base(folder, files.split_name(rel.rpartition("/")[2])[0])
+                    if found is None:
+                        break
+                    rel = found
+            raise MessageNotFound(f"the file of UID {uid} is missing")
+
+        return await self._store._read(op)
+
+    async def store(
+        self,
+        name: str,
+        uids: Sequence[int],
+        flags: Iterable[str],
+        mode: StoreMode,
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        job = StoreFlagsJob(
+            self._layout,
+            self._user,
+            names.normalize(name),
+            sorted(set(uids)),
+            flagset.normalize(flags),
+            mode,
+            unchanged_since,
+        )
+        return await self._store._submit(job)
+
+    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
+        wanted = None if uids is None else sorted(set(uids))
+        job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted)
+        return await self._store._submit(job)
+
+    async def copy(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
+        return await self._transfer(name, uids, dest, move=False)
+
+    async def move(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
+        return await self._transfer(name, uids, dest, move=True)
+
+    async def _transfer(
+        self, name: str, uids: Sequence[int], dest: str, *, move: bool
+    ) -> CopyResult:
+        job = TransferJob(
+            self._layout,
+            self._user,
+            names.normalize(name),
+            sorted(set(uids)),
+            names.normalize(dest),
+            move,
+        )
+        return await self._store._submit(job)
+
+    def watch(self) -> Watch:
+        return self._store.feed.watch(self._user)

@@ -1,0 +1,348 @@
+"""Group commit: one writer thread applies batches of jobs, one COMMIT each.
+
+Design note
+-----------
+Every change to the Maildir store is a ``Job``. Coroutines ``submit`` jobs to
+a queue and await a future; the single writer thread takes everything queued
+(up to ``max_batch``) and runs the batch in four steps:
+
+1. ``prepare`` of every job, in parallel on a few helper threads: work that
+   needs no index state, e.g. writing and fsyncing a new message in ``tmp/``
+   and parsing it. Parallel fsyncs of different files share journal commits.
+2. ``BEGIN IMMEDIATE``; then each job's ``apply`` in order, inside its own
+   SAVEPOINT: index rows plus the file renames/links that go with them, each
+   registering how to undo itself (``Tx.on_undo``). A job that raises is
+   rolled back to its savepoint and its file changes undone; later jobs see
+   the state as if it never ran.
+3. One fsync per directory the batch touched (deduplicated, in parallel),
+   then one COMMIT (``synchronous=FULL``: the WAL is on disk when it returns).
+   If either fails, every job is undone and fails.
+4. After the commit: deferred removals (expunged files, deleted folders),
+   ``cleanup`` of every job, change notices handed to the event loop, and each
+   job's future resolved with ``loop.call_soon_threadsafe``.
+
+So a caller's ``await`` returns only after its change is durable, and a
+failed job leaves nothing visible: no index row without its file, no file
+(outside ``tmp/``, which ``cleanup`` empties) without its index row.
+OS and SQLite errors reach callers as ``StoreError`` with code UNAVAILABLE
+(RFC 5530), the original chained as ``__cause__``. A cancelled caller does
+not cancel its job: once queued, the change happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pochta.store.files import fsync_dir
+from pochta.store.interface import Notice, StoreError
+
+log = logging.getLogger("pochta.store")
+
+T = TypeVar("T")
+
+
+class Tx:
+    """What one job's ``apply`` may do besides SQL on ``conn``."""
+
+    __slots__ = ("after", "conn", "dirs", "notices", "undo")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.undo: list[Callable[[], object]] = []
+        self.after: list[Callable[[], object]] = []
+        self.dirs: set[str] = set()
+        self.notices: list[tuple[str, Notice]] = []
+
+    def on_undo(self, action: Callable[[], object]) -> None:
+        """Run ``action`` if this job or the batch fails (in reverse order)."""
+        self.undo.append(action)
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the batch is committed (best effort)."""
+        self.after.append(action)
+
+    def sync_dir(self, path: str) -> None:
+        """Fsync directory ``path`` before the commit (once per batch)."""
+        self.dirs.add(path)
+
+    def notify(self, user: str, notice: Notice) -> None:
+        self.notices.append((user, notice))
+
+    def rollback_files(self) -> None:
+        for action in reversed(self.undo):
+            try:
+                action()
+            except Exception:
+                log.exception("store: undo after a failed write failed")
+        self.undo.clear()
+
+
+class Job(Generic[T]):
+    """One unit of change; subclasses implement ``apply``."""
+
+    #: Set when ``prepare`` does something, so the writer can skip the helpers.
+    has_prepare = False
+
+    def prepare(self) -> None:
+        """Index-free work done before the transaction, possibly in parallel."""
+
+    def apply(self, tx: Tx) -> T:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Always runs after the batch, success or not (remove temporaries)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    job: Job[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+    tx: Tx | None = field(default=None)
+
+
+def storage_error(exc: BaseException) -> BaseException:
+    """The exception a caller sees for ``exc`` raised while writing."""
+    if isinstance(exc, StoreError) or not isinstance(exc, OSError | sqlite3.Error):
+        return exc
+    err = StoreError(f"storage failure: {exc}", code="UNAVAILABLE")
+    err.__cause__ = exc
+    return err
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the change happened anyway
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Writer:
+    """The writer thread and its queue. ``start``/``stop`` from the event loop."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        publish: Callable[[list[tuple[str, Notice]]], None],
+        *,
+        helpers: int = 4,
+        max_batch: int = 512,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self._publish = publish
+        self._on_exit = on_exit
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._helpers = ThreadPoolExecutor(helpers, thread_name_prefix="pochta-store-io")
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._ready: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Number of COMMITs and of batches (for tests and metrics).
+        self.commits = 0
+        self.batches = 0
+        self.jobs = 0
+
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._stopped = loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="pochta-store-writer", daemon=True)
+        self._thread.start()
+        try:
+            await self._ready
+        except BaseException:
+            await self._stopped
+            self._thread.join()
+            raise
+        self._accepting = True
+
+    async def stop(self) -> None:
+        """Finish every queued job, then close the connection and threads."""
+        if self._thread is None or self._stopped is None:
+            return
+        self._accepting = False
+        self._queue.put(None)
+        await asyncio.shield(self._stopped)
+        # The thread resolved _stopped as its very last step; joining is immediate.
+        self._thread.join()
+        self._thread = None
+
+    async def submit(self, job: Job[T]) -> T:
+        if not self._accepting:
+            raise StoreError("the store is not open", code="UNAVAILABLE")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Item(job, loop, future))
+        return await future
+
+    # --- the writer thread ---------------------------------------------------
+
+    def _signal(self, future: asyncio.Future[None] | None, error: BaseException | None) -> None:
+        if future is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(_settle, future, None, error)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._helpers.shutdown()
+            self._signal(self._ready, storage_error(exc))
+            self._signal(self._stopped, None)
+            return
+        self._signal(self._ready, None)
+        try:
+            self._serve(conn)
+        finally:
+            conn.close()
+            self._helpers.shutdown()
+            if self._on_exit is not None:
+                try:
+                    self._on_exit()
+                except Exception:
+                    log.exception("store: shutdown hook failed")
+            self._signal(self._stopped, None)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch: list[_Item] = []
+            item = self._queue.get()
+            stop = item is None
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                stop = item is None
+            if batch:
+                try:
+                    self._run_batch(conn, batch)
+                except BaseException as exc:  # a bug here must not kill the writer
+                    log.exception("store: batch failed")
+                    for it in batch:
+                        if not it.future.done():
+                            self._resolve(it, None, exc)
+            if stop:
+                return
+
+    def _resolve(self, item: _Item, result: Any, error: BaseException | None) -> None:
+        try:
+            item.loop.call_soon_threadsafe(_settle, item.future, result, error)
+        except RuntimeError:  # the caller's loop is closed; nobody is listening
+            pass
+
+    def _prepare(self, item: _Item) -> None:
+        try:
+            item.job.prepare()
+        except BaseException as exc:
+            item.error = storage_error(exc)
+
+    def _parallel(self, fn: Callable[[Any], None], args: Iterable[Any]) -> None:
+        work = list(args)
+        if len(work) == 1:
+            fn(work[0])
+        elif work:
+            for _ in self._helpers.map(fn, work):
+                pass
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        self.batches += 1
+        self.jobs += len(batch)
+        self._parallel(self._prepare, [it for it in batch if it.job.has_prepare])
+        done: list[_Item] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for it in batch:
+                it.error = it.error or storage_error(exc)
+        else:
+            done = self._apply_all(conn, batch)
+            if done:
+                self._commit(conn, done)
+            else:
+                conn.execute("ROLLBACK")
+        notices: list[tuple[str, Notice]] = []
+        for it in done:
+            if it.error is None and it.tx is not None:
+                for action in it.tx.after:
+                    try:
+                        action()
+                    except Exception:
+                        log.exception("store: post-commit cleanup failed")
+                notices.extend(it.tx.notices)
+        for it in batch:
+            try:
+                it.job.cleanup()
+            except Exception:
+                log.exception("store: job cleanup failed")
+        if notices:
+            self._publish(notices)
+        for it in batch:
+            self._resolve(it, it.result, it.error)
+
+    def _apply_all(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Item]:
+        """Apply each job under a savepoint; return those that succeeded."""
+        done: list[_Item] = []
+        for it in batch:
+            if it.error is not None:
+                continue
+            tx = Tx(conn)
+            conn.execute("SAVEPOINT job")
+            try:
+                it.result = it.job.apply(tx)
+            except BaseException as exc:
+                it.error = storage_error(exc)
+                tx.rollback_files()
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                else:  # SQLite rolled the whole transaction back (e.g. disk full)
+                    self._fail(done, exc)
+                    conn.execute("BEGIN IMMEDIATE")
+                    done = []
+            else:
+                conn.execute("RELEASE job")
+                it.tx = tx
+                done.append(it)
+        return done
+
+    def _commit(self, conn: sqlite3.Connection, done: list[_Item]) -> None:
+        dirs = set().union(*(it.tx.dirs for it in done if it.tx is not None))
+        try:
+            self._parallel(fsync_dir, sorted(dirs))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("store: rollback failed")
+            self._fail(done, exc)
+
+    def _fail(self, done: list[_Item], exc: BaseException) -> None:
+        """Undo every applied job of the batch; each gets its own exception."""
+        for it in reversed(done):
+            if it.tx is not None:
+                it.tx.rollback_files()
+            err = StoreError(f"storage failure, nothing was changed: {exc}", code="UNAVAILABLE")
+            err.__cause__ = exc
+            it.error = err
+            it.result = None

@@ -1,0 +1,132 @@
+"""Shared fixtures: settings files, a TLS test CA, and a real server on loopback.
+
+The server runs in its own thread with its own event loop, the way it runs in
+production, so tests can drive it with blocking clients (smtplib, imaplib,
+poplib) from the test thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trustme
+from argon2 import PasswordHasher
+
+from pochta.accounts import Accounts
+from pochta.config import Settings, load_settings
+from pochta.server import Server
+
+T = TypeVar("T")
+
+#: Cheap argon2 parameters: tests create many users; production keeps the defaults.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@dataclass
+class TLSFiles:
+    cert: Path
+    key: Path
+    ca: trustme.CA
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path, ca: trustme.CA) -> TLSFiles:
+    issued = ca.issue_cert("mail.example.test", "localhost", "127.0.0.1")
+    cert = tmp_path / "tls" / "cert.pem"
+    key = tmp_path / "tls" / "key.pem"
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    key.write_bytes(issued.private_key_pem.bytes())
+    return TLSFiles(cert, key, ca)
+
+
+def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Path:
+    """A settings file with every served listener on a free loopback port."""
+    text = 'hostname = "mail.example.test"\ndata_dir = "data"\n\n[listen]\nsmtp = ["127.0.0.1:0"]\n'
+    if tls:
+        text += '\n[tls]\ncert = "tls/cert.pem"\nkey = "tls/key.pem"\n'
+    # A small size limit keeps the oversize test fast.
+    text += "\n[limits]\nmessage_size = 200000\n"
+    text += extra
+    path = directory / "pochta.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tls_files: TLSFiles) -> Settings:
+    return load_settings(write_settings(tmp_path))
+
+
+def populate(accounts: Accounts) -> None:
+    """example.test with alice and bob, a few aliases; other.test with carol."""
+    accounts.add_domain("example.test")
+    accounts.add_domain("other.test")
+    for user in ("alice@example.test", "bob@example.test", "carol@other.test"):
+        accounts.add_user(user, "secret-" + user)
+    accounts.add_alias("team@example.test", "alice@example.test")
+    accounts.add_alias("team@example.test", "bob@example.test")
+    accounts.add_alias("boss@example.test", "alice@example.test")
+
+
+class ServerThread:
+    """A ``Server`` on its own loop in a daemon thread."""
+
+    def __init__(self, settings: Settings, server: Server | None = None) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server = server if server is not None else self.call(self._make)
+
+    async def _make(self) -> Server:
+        return Server(self.settings)
+
+    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(_as_coro(fn), self.loop)
+        return fut.result(timeout)
+
+    def start(self) -> None:
+        self.call(self.server.start)
+
+    def address(self, kind: str = "smtp") -> tuple[str, int]:
+        return self.server.address(kind)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.server.stop)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
+async def _as_coro(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return await fn()
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[ServerThread]:
+    accounts = Accounts.open(settings.data_dir / "accounts.sqlite", hasher=FAST_HASHER)
+    populate(accounts)
+    accounts.close()
+    st = ServerThread(settings)
+    st.start()
+    for user in ("alice@example.test", "bob@example.test", "carol@other.test"):
+        st.call(lambda u=user: st.server.store.create_user(u))  # type: ignore[misc]
+    try:
+        yield st
+    finally:
+        st.stop()
