@@ -23,7 +23,6 @@ from typing import Any
 from pochta.accounts import Accounts
 from pochta.config import HostPort, Settings
 from pochta.errors import UserFacingError
-from pochta.smtp import codes
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
 from pochta.smtp.protocol import PochtaSMTP
@@ -116,7 +115,7 @@ class Server:
         tls = self.settings.tls_context() if self.settings.tls is not None else None
 
         def make() -> PochtaSMTP:
-            proto = TrackedSMTP(
+            proto = PochtaSMTP(
                 self._inbound,
                 sessions=sessions,
                 limiter=self._smtp_limiter,
@@ -189,28 +188,3 @@ class Server:
 def vars_listen(settings: Settings) -> dict[str, tuple[HostPort, ...]]:
     listen = settings.listen
     return {name: getattr(listen, name) for name in listen.__dataclass_fields__}
-
-
-class TrackedSMTP(PochtaSMTP):
-    """A PochtaSMTP that its listener can find and close at shutdown."""
-
-    def __init__(self, handler: Any, *, sessions: set[PochtaSMTP], **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._sessions = sessions
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sessions.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._sessions.discard(self)
-        super().connection_lost(error)
-
-    def shutdown(self) -> None:
-        """Say 421 4.3.2 (RFC 5321 §3.8) and close; no 250 is pending here."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(f"{codes.SHUTTING_DOWN}\r\n".encode())
-        transport.close()

@@ -82,37 +82,39 @@ def test_serve_accepts_mail_and_stops_cleanly_on_sigterm(quick: tuple[Path, str]
     port = free_port()
     config = directory / "pochta.toml"
     only_smtp(config, port)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*POCHTA, "--config", str(config), "serve"], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        wait_port(port, proc)
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.sendmail("x@remote.test", ["demo@example.test"], b"Subject: hi\r\n\r\nhello\r\n")
-        # A client in the middle of DATA when the stop comes.
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        raw.recv(1024)
-        raw.sendall(
-            b"HELO x\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<demo@example.test>\r\nDATA\r\n"
-        )
-        time.sleep(0.3)
-        raw.sendall(b"Subject: half\r\n\r\nnot finished")
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-        raw.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.stderr is not None
-    log = proc.stderr.read()
+    ) as proc:
+        try:
+            wait_port(port, proc)
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail(
+                    "x@remote.test", ["demo@example.test"], b"Subject: hi\r\n\r\nhello\r\n"
+                )
+            # A client in the middle of DATA when the stop comes.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.recv(1024)
+                raw.sendall(
+                    b"HELO x\r\nMAIL FROM:<x@remote.test>\r\n"
+                    b"RCPT TO:<demo@example.test>\r\nDATA\r\n"
+                )
+                time.sleep(0.3)
+                raw.sendall(b"Subject: half\r\n\r\nnot finished")
+                time.sleep(0.1)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.stderr is not None
+        log = proc.stderr.read()
     assert re.search(
         r"queue_id=\S+ from=<x@remote.test> to=<demo@example.test> size=\d+ result=stored", log
     ), log
+    assert "Traceback" not in log
     md = directory / "data/mail/example.test/demo"
     assert len(os.listdir(md / "new")) == 1  # the half-sent message never became mail
     assert os.listdir(md / "tmp") == []
-    assert "Traceback" not in log
 
 
 def test_settings_errors_are_one_line(tmp_path: Path) -> None:

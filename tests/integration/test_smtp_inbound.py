@@ -105,7 +105,7 @@ def test_unknown_user_and_relay_are_refused(server: ServerThread) -> None:
     expect(client.mail("sender@remote.test"), codes.SENDER_OK)
     expect(client.rcpt("nobody@example.test"), codes.UNKNOWN_USER)
     expect(client.rcpt("someone@elsewhere.test"), codes.RELAY_DENIED)
-    code, _ = client.data(MSG)
+    code, _ = client.docmd("DATA")
     assert code == 503  # no valid recipient
     client.quit()
     assert all_mail_files(server) == []
@@ -226,7 +226,7 @@ def start_data(raw: RawSMTP) -> None:
         # The smuggling shape: a fake end of data with bare LF, then a second
         # transaction that a lenient server would accept as a new message.
         b"Subject: x\r\n\r\nhi\r\n\n.\nMAIL FROM:<evil@remote.test>\nRCPT TO:<bob@example.test>\n"
-        b"DATA\nSubject: smuggled\n\nboo\n",
+        b"DATA\nSubject: smuggled\n\nboo\r\n",
         b"Subject: x\r\n\r\nhi\r\n\r.\r\nsmuggled\r\n",
     ],
 )

@@ -6,6 +6,8 @@ in the comments next to each line.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pochta.mime import (
@@ -681,3 +683,40 @@ def test_json_of_the_empty_message() -> None:
     # Trailing defaults may be left out; lines then defaults to None.
     short = MessageMeta.from_json(b"[1,0,0,[null,null,[],0,0,[],[],[],null,null],[0,0,0]]")
     assert short.body.lines is None
+
+
+# --- hostile input ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"To: " + b'"a\\' * 70_000 + b"\r\n\r\n",  # unterminated quotes, escapes
+        b"To: " + b"[a\\" * 70_000 + b"\r\n\r\n",  # unterminated domain literals
+        b'Content-Type: text/plain; a="\\' + b';a="\\' * 40_000 + b"\r\n\r\n",
+        b"From: " + b"(" * 200_000 + b"\r\n\r\n",
+        b"".join(
+            b"Content-Type: multipart/mixed; boundary=%s\n\n--%s\n" % (b"a" * i, b"a" * i)
+            for i in range(1, 40)
+        )
+        + b"--"
+        + b"a" * 40
+        + b"X\n" * 20_000,
+    ],
+)
+def test_hostile_input_stays_linear(data: bytes) -> None:
+    started = time.perf_counter()
+    check(data)
+    assert time.perf_counter() - started < 2.0  # quadratic would take minutes
+
+
+def test_analyze_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: bytes) -> tuple[Part, dict[bytes, bytes]]:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr("pochta.mime.meta.parse", broken)
+    meta = analyze(SIMPLE)
+    assert (meta.size, meta.lines) == (87, 6)
+    assert meta.envelope == Envelope()
+    assert span(meta.body) == (0, 0, 87)
+    assert MessageMeta.from_json(meta.to_json()) == meta

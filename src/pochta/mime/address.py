@@ -43,14 +43,16 @@ _ATOM, _QUOTED, _LITERAL, _SPECIAL, _COMMENT = range(5)
 _TOKEN = re.compile(
     r"""
       ([ \t\r\n]+)                              # 1 blanks
-    | ("(?:[^"\\]|\\.)*(?:"|\Z))                # 2 quoted string, maybe unterminated
-    | (\[(?:[^\[\]\\]|\\.)*(?:\]|\Z))           # 3 domain literal
+    | ("(?:[^"\\]|\\.)*(?:"|\\?\Z))             # 2 quoted string, maybe unterminated
+    | (\[(?:[^\[\]\\]|\\.)*(?:\]|\\?\Z)?)         # 3 domain literal, maybe unterminated
     | ([<>@,;:.])                               # 4 specials that matter here
     | (\()                                      # 5 comment start (nests, see below)
     | ([^ \t\r\n"\[<>@,;:.(]+|["\[])            # 6 atom, or a stray quote or bracket
     """,
     re.X | re.S,
 )
+# Groups 2 and 3 match at every '"' and '[' (an unterminated one runs to the
+# end or the next '['), so a failed attempt can never make tokenizing quadratic.
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 
 # Fast path for the common shapes: ``local@domain``, ``Some Name <local@domain>``

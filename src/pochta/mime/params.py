@@ -32,7 +32,9 @@ Params = tuple[tuple[str, str], ...]
 _TOKEN = r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+'
 _TYPE = re.compile(rf"[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*")
 _DISPOSITION = re.compile(rf"[ \t]*({_TOKEN})[ \t]*")
-_PARAM = re.compile(rf';[ \t]*({_TOKEN})[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;]*)', re.S)
+# The quoted alternative always matches (an unterminated quoted string runs to
+# the end), so no failed attempt is ever rescanned: linear on any input.
+_PARAM = re.compile(rf';[ \t]*({_TOKEN})[ \t]*=[ \t]*("(?:[^"\\]|\\.)*(?:"|\\?\Z)|[^;]*)', re.S)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _SECTION = re.compile(r"([^*]+)\*([0-9]{1,3})(\*?)")
 
@@ -101,8 +103,8 @@ def parse_params(value: str, pos: int = 0) -> Params:
     raw: list[tuple[str, str]] = []
     for m in _PARAM.finditer(value, pos):
         v = m.group(2)
-        if v.startswith('"') and len(v) > 1 and v.endswith('"'):
-            v = v[1:-1]
+        if v.startswith('"'):
+            v = v[1:-1] if len(v) > 1 and v.endswith('"') else v[1:]
             if "\\" in v:
                 v = _QUOTED_PAIR.sub(r"\1", v)
         else:

@@ -131,13 +131,14 @@ class InboundHandler:
         self, server: PochtaSMTP, session: PochtaSession, envelope: PochtaEnvelope
     ) -> str:
         """RFC 5321 §4.1.1.4 DATA: check, add trace headers, store durably, then 250."""
-        data: bytes = envelope.original_content
+        data = envelope.original_content
+        assert data is not None  # aiosmtpd sets it before calling this hook
         if has_bare_newline(data):
             return str(codes.BARE_NEWLINE)
         if len(data) > self.max_message_size:
             return str(codes.MESSAGE_TOO_BIG)
         queue_id = new_queue_id()
-        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts: list[str] = envelope.rcpt_tos
         trace = TraceInfo(
             helo=session.host_name or "unknown",

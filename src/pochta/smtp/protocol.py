@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -27,9 +27,11 @@ from pochta.smtp import codes
 from pochta.smtp.policy import MAX_LINE_LENGTH, ConnectionLimiter
 
 _HAS_ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
+#: Replies the client waits for before it writes again: never held back.
+_SEND_AT_ONCE = (b"220", b"221", b"421")
 
 
-class PochtaSession(Session):  # type: ignore[misc]
+class PochtaSession(Session):
     """State of one connection: peer, TLS, authenticated identity."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -39,7 +41,7 @@ class PochtaSession(Session):  # type: ignore[misc]
         self.user: str | None = None  # canonical address after AUTH (submission)
 
 
-class PochtaEnvelope(Envelope):  # type: ignore[misc]
+class PochtaEnvelope(Envelope):
     """State of one mail transaction (MAIL..DATA); RSET makes a new one."""
 
     def __init__(self) -> None:
@@ -49,7 +51,7 @@ class PochtaEnvelope(Envelope):  # type: ignore[misc]
         self.users: dict[str, None] = {}
 
 
-class PochtaSMTP(SMTP):  # type: ignore[misc]
+class PochtaSMTP(SMTP):
     """aiosmtpd's SMTP with the additions listed in the module docstring."""
 
     # RFC 5321 §4.5.3.1.6 text line limit plus the transparency dot.
@@ -60,15 +62,19 @@ class PochtaSMTP(SMTP):  # type: ignore[misc]
         handler: Any,
         *,
         limiter: ConnectionLimiter,
+        sessions: set[PochtaSMTP] | None = None,
         auth_enabled: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._limiter = limiter
+        #: The listener's open sessions, so a graceful stop can reach them.
+        self._sessions: set[PochtaSMTP] = sessions if sessions is not None else set()
         self._auth_enabled = auth_enabled
         self._admitted_ip: str | None = None
         self._refused = False
         self._in_ehlo = False
+        self._pending: list[bytes] = []
 
     # -- state objects -------------------------------------------------
     def _create_session(self) -> PochtaSession:
@@ -89,6 +95,7 @@ class PochtaSMTP(SMTP):  # type: ignore[misc]
                 transport.close()
                 return
             self._admitted_ip = ip
+            self._sessions.add(self)
         super().connection_made(transport)
         session = self.session
         assert isinstance(session, PochtaSession)
@@ -104,17 +111,47 @@ class PochtaSMTP(SMTP):  # type: ignore[misc]
         if self._admitted_ip is not None:
             self._limiter.release(self._admitted_ip)
             self._admitted_ip = None
+        self._sessions.discard(self)
         super().connection_lost(error)
 
+    def shutdown(self) -> None:
+        """Say 421 4.3.2 (RFC 5321 §3.8) and close; used when the server stops."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{codes.SHUTTING_DOWN}\r\n".encode())
+        transport.close()
+
     # -- replies -------------------------------------------------------
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: AnyStr) -> None:
+        raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         if not self._in_ehlo:
-            status = self._with_enhanced(status)
-        await super().push(status)
+            raw = self._with_enhanced(raw)
+        self._pending.append(raw + b"\r\n")
+        # RFC 2920 §3.2: while more pipelined commands are already buffered,
+        # replies may be held and sent together. One send() per group
+        # instead of one per reply is most of the cost of a reply on
+        # loopback. Greetings, STARTTLS's 220 and closing replies always go
+        # at once: the client waits for them before it writes more.
+        if self._in_ehlo or (raw[:3] not in _SEND_AT_ONCE and self._more_input_waiting()):
+            return
+        await self._flush()
+
+    def _more_input_waiting(self) -> bool:
+        buffered = getattr(self._reader, "_buffer", b"")
+        return b"\n" in buffered
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._writer.write(data)
+        await self._writer.drain()
 
     @staticmethod
-    def _with_enhanced(status: str | bytes) -> bytes:
-        raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
+    def _with_enhanced(raw: bytes) -> bytes:
         out = []
         for line in raw.split(b"\r\n"):
             code = line[:3]
@@ -136,6 +173,7 @@ class PochtaSMTP(SMTP):  # type: ignore[misc]
             await super().smtp_EHLO(hostname)
         finally:
             self._in_ehlo = False
+        await self._flush()  # the whole multi-line reply in one write
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._in_ehlo = True
@@ -143,6 +181,7 @@ class PochtaSMTP(SMTP):  # type: ignore[misc]
             await super().smtp_HELO(hostname)
         finally:
             self._in_ehlo = False
+        await self._flush()  # the whole multi-line reply in one write
 
     async def smtp_AUTH(self, arg: str) -> None:
         """RFC 4954 §4: AUTH only where a listener offers it (submission)."""

@@ -257,9 +257,10 @@ def message_path(conn: sqlite3.Connection, box_id: int, uid: int) -> str | None:
 # Changes (writer connection only, inside its transaction) ---------------------
 
 
-def next_uidvalidity(conn: sqlite3.Connection) -> int:
+def next_uidvalidity(conn: sqlite3.Connection, floor: int = 0) -> int:
+    """A UIDVALIDITY above every one this index issued and above ``floor``."""
     row = conn.execute("SELECT value FROM counters WHERE name = 'uidvalidity'").fetchone()
-    value = common.next_uidvalidity(0 if row is None else int(row[0]))
+    value = common.next_uidvalidity(max(floor, 0 if row is None else int(row[0])))
     conn.execute(
         "INSERT INTO counters (name, value) VALUES ('uidvalidity', ?)"
         " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -274,8 +275,9 @@ def insert_mailbox(
     name: str,
     special_use: frozenset[str] = frozenset(),
     subscribed: bool = False,
+    floor: int = 0,
 ) -> MailboxRow:
-    validity = next_uidvalidity(conn)
+    validity = next_uidvalidity(conn, floor)
     cur = conn.execute(
         "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use, subscribed)"
         " VALUES (?, ?, ?, ?, ?)",

@@ -67,13 +67,20 @@ def create_mailbox(
     special_use: frozenset[str] = frozenset(),
     subscribed: bool = False,
 ) -> MailboxRow:
-    """Insert the row and make the folder (INBOX is the user's Maildir itself)."""
-    row = index.insert_mailbox(tx.conn, user_id, name, special_use, subscribed)
+    """Insert the row and make the folder (INBOX is the user's Maildir itself).
+
+    The new UIDVALIDITY is also recorded in the Maildir (``files.UIDVALIDITY_FILE``)
+    so that a rebuild after losing the index issues higher ones.
+    """
+    root = layout.user_dir(user)
+    floor = files.read_uidvalidity_floor(root)
+    row = index.insert_mailbox(tx.conn, user_id, name, special_use, subscribed, floor)
+    files.write_uidvalidity_floor(root, row.uidvalidity)
+    tx.sync_dir(root)
     if name != INBOX:
         path = layout.folder(user, name)
         if files.make_maildir(path, folder=True):
             tx.on_undo(lambda: files.remove_tree_quietly(path))
-        tx.sync_dir(layout.user_dir(user))
     return row
 
 
@@ -245,24 +252,28 @@ class _NewMessageJob(Job[T]):
 
     has_prepare = True
 
-    def __init__(self, tmp_dir: str, data: bytes, when: dt.datetime) -> None:
+    def __init__(self, tmp_dir: str, data: bytes, when: dt.datetime, fsync: bool) -> None:
         self.tmp_dir = tmp_dir
         self.data = data
         self.when = when
+        self.fsync = fsync  # False: the writer's batch-wide syncfs makes it durable
         self.meta = b""
         self.tmp_path: str | None = None
 
     def prepare(self) -> None:
         self.meta = analyze(self.data).to_json()
         try:
-            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.when.timestamp())
+            self.tmp_path = files.write_durable(
+                self.tmp_dir, self.data, self.when.timestamp(), fsync=self.fsync
+            )
+            self.unsynced = not self.fsync
         except FileNotFoundError:
             # No tmp/: maybe an unknown user (apply raises before writing) or a
             # Maildir deleted by hand (apply re-creates it, then writes).
             self.tmp_path = None
 
     def ensure_file(self) -> str:
-        if self.tmp_path is None:
+        if self.tmp_path is None:  # written here, after the batch's syncfs: always fsync
             os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
             self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.when.timestamp())
         return self.tmp_path
@@ -306,12 +317,15 @@ class DeliverJob(_NewMessageJob[list[Delivered]]):
         layout: files.Layout,
         data: bytes,
         targets: list[tuple[str, str, frozenset[str]]],
+        *,
+        fsync: bool = True,
     ) -> None:
         # tmp/ of the first recipient; links reach the others (same filesystem).
         super().__init__(
             os.path.join(layout.user_dir(targets[0][0]), "tmp"),
             data,
             common.internal_date(None),
+            fsync,
         )
         self.layout = layout
         self.targets = targets
@@ -347,8 +361,10 @@ class AppendJob(_NewMessageJob[AppendResult]):
         data: bytes,
         flags: frozenset[str],
         when: dt.datetime,
+        *,
+        fsync: bool = True,
     ) -> None:
-        super().__init__(os.path.join(layout.user_dir(user), "tmp"), data, when)
+        super().__init__(os.path.join(layout.user_dir(user), "tmp"), data, when, fsync)
         self.layout, self.user, self.name, self.flags = layout, user, name, flags
 
     def folder(self, user: str, box: MailboxRow) -> str:

@@ -152,12 +152,8 @@ class MaildirStore:
             self._reader_conns.clear()
 
     def _publish(self, notices: list[tuple[str, Notice]]) -> None:
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self.feed.publish_many, notices)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+        # Called by the writer on the event loop thread, right after a commit.
+        self.feed.publish_many(notices)
 
     # --- plumbing -----------------------------------------------------------
 

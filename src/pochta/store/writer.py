@@ -2,13 +2,16 @@
 
 Design note
 -----------
-Every change to the Maildir store is a ``Job``. Coroutines ``submit`` jobs to
-a queue and await a future; the single writer thread takes everything queued
-(up to ``max_batch``) and runs the batch in four steps:
+Every change to the Maildir store is a ``Job``. Coroutines ``submit`` jobs
+and await a future; the single writer thread takes everything queued (up to
+``max_batch``) and runs it as one batch. Steps:
 
-1. ``prepare`` of every job, in parallel on a few helper threads: work that
-   needs no index state, e.g. writing and fsyncing a new message in ``tmp/``
-   and parsing it. Parallel fsyncs of different files share journal commits.
+1. ``prepare`` (before the batch): work that needs no index state, e.g.
+   writing, fsyncing and parsing a new message in ``tmp/``, runs at once on a
+   pool of helper threads, and the job joins the writer's queue when that is
+   done. So the fsyncs of many messages proceed in parallel (the filesystem
+   merges them into shared journal commits) and overlap the writer's commit
+   of the previous batch, instead of running in lock-step with it.
 2. ``BEGIN IMMEDIATE``; then each job's ``apply`` in order, inside its own
    SAVEPOINT: index rows plus the file renames/links that go with them, each
    registering how to undo itself (``Tx.on_undo``). A job that raises is
@@ -90,6 +93,9 @@ class Job(Generic[T]):
 
     #: Set when ``prepare`` does something, so the writer can skip the helpers.
     has_prepare = False
+    #: Set by ``prepare`` when it wrote files without fsync: the writer then
+    #: runs its ``sync_files`` once for the batch before any ``apply``.
+    unsynced = False
 
     def prepare(self) -> None:
         """Index-free work done before the transaction, possibly in parallel."""
@@ -135,18 +141,24 @@ class Writer:
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
-        publish: Callable[[list[tuple[str, Notice]]], None],
+        publish: Callable[[list[tuple[str, Notice]]], None],  # runs on the loop
         *,
         helpers: int = 4,
         max_batch: int = 512,
         on_exit: Callable[[], None] | None = None,
+        sync_files: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._publish = publish
         self._on_exit = on_exit
+        self._sync_files = sync_files
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._helpers = ThreadPoolExecutor(helpers, thread_name_prefix="pochta-store-io")
+        # The writer's own directory fsyncs must not queue behind preparations.
+        self._syncers = ThreadPoolExecutor(4, thread_name_prefix="pochta-store-sync")
+        self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._ready: asyncio.Future[None] | None = None
@@ -187,7 +199,13 @@ class Writer:
             raise StoreError("the store is not open", code="UNAVAILABLE")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Item(job, loop, future))
+        item = _Item(job, loop, future)
+        if job.has_prepare:
+            with self._lock:
+                self._inflight += 1
+            self._helpers.submit(self._prepare, item)
+        else:
+            self._queue.put(item)
         return await future
 
     # --- the writer thread ---------------------------------------------------
@@ -201,6 +219,7 @@ class Writer:
             conn = self._connect()
         except BaseException as exc:
             self._helpers.shutdown()
+            self._syncers.shutdown()
             self._signal(self._ready, storage_error(exc))
             self._signal(self._stopped, None)
             return
@@ -210,6 +229,7 @@ class Writer:
         finally:
             conn.close()
             self._helpers.shutdown()
+            self._syncers.shutdown()
             if self._on_exit is not None:
                 try:
                     self._on_exit()
@@ -218,54 +238,71 @@ class Writer:
             self._signal(self._stopped, None)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
+        stopping = False
         while True:
+            if stopping:
+                # stop() was called: finish what is queued or still in prepare.
+                with self._lock:
+                    idle = self._inflight == 0
+                if idle and self._queue.empty():
+                    return
+                try:
+                    item = self._queue.get(timeout=0.005)
+                except queue.Empty:
+                    continue
+            else:
+                item = self._queue.get()
             batch: list[_Item] = []
-            item = self._queue.get()
-            stop = item is None
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+                    if len(batch) >= self._max_batch:
+                        break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                stop = item is None
             if batch:
                 try:
                     self._run_batch(conn, batch)
                 except BaseException as exc:  # a bug here must not kill the writer
                     log.exception("store: batch failed")
                     for it in batch:
-                        if not it.future.done():
-                            self._resolve(it, None, exc)
-            if stop:
-                return
-
-    def _resolve(self, item: _Item, result: Any, error: BaseException | None) -> None:
-        try:
-            item.loop.call_soon_threadsafe(_settle, item.future, result, error)
-        except RuntimeError:  # the caller's loop is closed; nobody is listening
-            pass
+                        it.result, it.error = None, it.error or exc
+                    self._hand_over(batch, [])
 
     def _prepare(self, item: _Item) -> None:
+        """On a helper thread: prepare the job, then hand it to the writer."""
         try:
             item.job.prepare()
         except BaseException as exc:
             item.error = storage_error(exc)
+        finally:
+            self._queue.put(item)
+            with self._lock:
+                self._inflight -= 1
 
-    def _parallel(self, fn: Callable[[Any], None], args: Iterable[Any]) -> None:
-        work = list(args)
-        if len(work) == 1:
-            fn(work[0])
-        elif work:
-            for _ in self._helpers.map(fn, work):
+    def _fsync_dirs(self, dirs: Iterable[str]) -> None:
+        work = sorted(dirs)
+        if len(work) <= 1:
+            for path in work:
+                fsync_dir(path)
+        else:
+            for _ in self._syncers.map(fsync_dir, work):
                 pass
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         self.batches += 1
         self.jobs += len(batch)
-        self._parallel(self._prepare, [it for it in batch if it.job.has_prepare])
+        unsynced = [it for it in batch if it.job.unsynced and it.error is None]
+        if unsynced and self._sync_files is not None:
+            try:
+                self._sync_files()
+            except BaseException as exc:
+                for it in unsynced:
+                    it.error = storage_error(exc)
         done: list[_Item] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -292,10 +329,37 @@ class Writer:
                 it.job.cleanup()
             except Exception:
                 log.exception("store: job cleanup failed")
-        if notices:
-            self._publish(notices)
+        self._hand_over(batch, notices)
+
+    def _hand_over(self, batch: list[_Item], notices: list[tuple[str, Notice]]) -> None:
+        """Publish notices, then settle futures: one wake-up per loop, not per job."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         for it in batch:
-            self._resolve(it, it.result, it.error)
+            by_loop.setdefault(it.loop, []).append(it)
+        if notices and self._loop is not None:
+            by_loop.setdefault(self._loop, [])
+        for loop, items in by_loop.items():
+            settle = [(it.future, it.result, it.error) for it in items]
+            try:
+                loop.call_soon_threadsafe(
+                    self._on_loop, notices if loop is self._loop else [], settle
+                )
+            except RuntimeError:  # the caller's loop is closed; nobody is listening
+                pass
+
+    def _on_loop(
+        self,
+        notices: list[tuple[str, Notice]],
+        settle: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    ) -> None:
+        # Notices first: a watcher is woken no later than the writer's caller.
+        if notices:
+            try:
+                self._publish(notices)
+            except Exception:
+                log.exception("store: publishing change notices failed")
+        for future, result, error in settle:
+            _settle(future, result, error)
 
     def _apply_all(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Item]:
         """Apply each job under a savepoint; return those that succeeded."""
@@ -326,7 +390,7 @@ class Writer:
     def _commit(self, conn: sqlite3.Connection, done: list[_Item]) -> None:
         dirs = set().union(*(it.tx.dirs for it in done if it.tx is not None))
         try:
-            self._parallel(fsync_dir, sorted(dirs))
+            self._fsync_dirs(dirs)
             conn.execute("COMMIT")
             self.commits += 1
         except BaseException as exc:

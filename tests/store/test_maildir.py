@@ -1,0 +1,304 @@
+"""What only the Maildir backend promises: the files on disk and the index rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pochta.store import (
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    INBOX,
+    SEEN,
+    MaildirStore,
+    MessageNotFound,
+    Recipient,
+    StoreError,
+    StoreMode,
+    UserNotFound,
+)
+from pochta.store import jobs as jobs_module
+from tests.store.conftest import ALICE, BOB
+
+MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+#: Dovecot's file name: <sec>.M<usec>P<pid>Q<n>.<host>,S=<size>[:2,<flags>]
+NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.([^/:,]+),S=(\d+)(:2,[A-Z]*)?$")
+
+
+def maildir(store: MaildirStore, user: str = ALICE) -> Path:
+    local, domain = user.split("@")
+    return store.data_dir / "mail" / domain / local
+
+
+def listing(folder: Path, sub: str) -> list[str]:
+    return sorted(os.listdir(folder / sub))
+
+
+async def test_layout_after_create_user(maildir_store: MaildirStore) -> None:
+    root = maildir(maildir_store)
+    assert {p.name for p in root.iterdir()} == {
+        "cur",
+        "new",
+        "tmp",
+        ".Drafts",
+        ".Sent",
+        ".Trash",
+        ".Junk",
+        ".Archive",
+        "pochta-uidvalidity",  # highest UIDVALIDITY issued, survives losing the index
+    }
+    for folder in (".Sent", ".Junk"):
+        assert {p.name for p in (root / folder).iterdir()} == {"cur", "new", "tmp", "maildirfolder"}
+    assert (maildir_store.data_dir / "index.sqlite").exists()
+    db = sqlite3.connect(maildir_store.data_dir / "index.sqlite")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        db.close()
+
+
+async def test_delivery_lands_in_new_then_flags_rename(maildir_store: MaildirStore) -> None:
+    root = maildir(maildir_store)
+    (d,) = await maildir_store.deliver(MSG, [Recipient(ALICE)])
+    (name,) = listing(root, "new")
+    match = NAME.match(name)
+    assert match is not None and match.group(7) is None
+    assert int(match.group(3)) == os.getpid() and int(match.group(6)) == len(MSG)
+    assert (root / "new" / name).read_bytes() == MSG
+    assert listing(root, "cur") == [] and listing(root, "tmp") == []
+
+    box = maildir_store.mailboxes(ALICE)
+    await box.store(INBOX, [d.uid], [SEEN, FLAGGED, "$Keyword", DRAFT], StoreMode.ADD)
+    assert listing(root, "new") == []
+    (flagged,) = listing(root, "cur")
+    assert flagged == name + ":2,DFS"  # sorted letters, keywords stay in the index
+    await box.store(INBOX, [d.uid], [DELETED, "\\Answered"], StoreMode.REPLACE)
+    assert listing(root, "cur") == [name + ":2,RT"]
+    await box.store(INBOX, [d.uid], [], StoreMode.REPLACE)
+    assert listing(root, "cur") == [name + ":2,"]  # stays in cur/, no info letters
+    assert await box.read(INBOX, d.uid) == MSG
+
+
+async def test_append_with_seen_lands_in_cur(maildir_store: MaildirStore) -> None:
+    root = maildir(maildir_store) / ".Sent"
+    await maildir_store.mailboxes(ALICE).append("Sent", MSG, [SEEN])
+    assert listing(root, "new") == []
+    (name,) = listing(root, "cur")
+    assert name.endswith(":2,S") and NAME.match(name)
+    assert listing(root, "tmp") == []
+
+
+async def test_no_tmp_leftovers_and_hard_links(maildir_store: MaildirStore) -> None:
+    await asyncio.gather(
+        *(
+            maildir_store.deliver(MSG, [Recipient(ALICE), Recipient(ALICE, "Junk"), Recipient(BOB)])
+            for _ in range(20)
+        )
+    )
+    alice, bob = maildir(maildir_store), maildir(maildir_store, BOB)
+    for folder in (alice, alice / ".Junk", bob):
+        assert listing(folder, "tmp") == []
+        assert len(listing(folder, "new")) == 20
+    first = alice / "new" / listing(alice, "new")[0]
+    assert first.stat().st_nlink == 3  # one inode for the three mailboxes
+
+
+async def test_names_on_disk(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    for name in ("Entwürfe", "a.b", "x/y", "日本語", "&"):
+        await box.create(name)
+    dirs = {p.name for p in maildir(maildir_store).iterdir()}
+    assert {".Entw&APw-rfe", ".a%2eb", ".x", ".x.y", ".&ZeVnLIqe-", ".&-"} <= dirs
+
+
+async def test_stdlib_maildir_reads_inbox_and_folders(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    await box.create("Lists/Python")
+    await maildir_store.deliver(MSG, [Recipient(ALICE)])
+    uid = (await box.append("Lists/Python", MSG + b"folder\r\n")).uid
+    await box.store("Lists/Python", [uid], [SEEN, FLAGGED], StoreMode.ADD)
+
+    md = mailbox.Maildir(maildir(maildir_store), factory=None, create=False)
+    try:
+        (inbox_msg,) = list(md)
+        assert inbox_msg.as_bytes().replace(b"\n", b"\r\n").startswith(b"From: a@example.org")
+        assert {"Lists", "Lists.Python", "Sent", "Drafts"} <= set(md.list_folders())
+        sub = md.get_folder("Lists.Python")
+        (key,) = sub.keys()
+        assert sub.get_bytes(key) == MSG + b"folder\r\n"
+        msg = sub[key]
+        assert isinstance(msg, mailbox.MaildirMessage)
+        assert msg.get_flags() == "FS" and msg.get_subdir() == "cur"
+    finally:
+        md.close()
+
+
+async def test_folders_follow_rename_and_delete(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    root = maildir(maildir_store)
+    await box.create("Work/Old")
+    await box.append("Work/Old", MSG)
+    await box.rename("Work", "Job")
+    names = {p.name for p in root.iterdir()}
+    assert {".Job", ".Job.Old"} <= names and not {".Work", ".Work.Old"} & names
+    assert len(listing(root / ".Job.Old", "new")) == 1
+    await box.delete("Job/Old")
+    assert not (root / ".Job.Old").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith("pochta-deleted")]
+
+
+async def test_file_removed_by_hand(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    uids = [(await box.append(INBOX, MSG + bytes([65 + i]))).uid for i in range(3)]
+    root = maildir(maildir_store)
+    victim = sorted((root / "new").iterdir())[1]
+    assert victim.read_bytes() == MSG + b"B"
+    victim.unlink()
+    with pytest.raises(MessageNotFound):
+        await box.read(INBOX, uids[1])
+    with pytest.raises(MessageNotFound):
+        await box.copy(INBOX, uids, "Archive")
+    assert await box.messages("Archive") == []  # nothing half-copied
+    # STORE and EXPUNGE still work on the orphaned row.
+    await box.store(INBOX, uids[1:2], [DELETED], StoreMode.ADD)
+    since = (await box.status(INBOX)).highestmodseq
+    assert await maildir_store.reindex(ALICE) == 2
+    assert [m.uid for m in await box.messages(INBOX)] == [uids[0], uids[2]]
+    assert (await box.changes(INBOX, since)).vanished == (uids[1],)
+
+
+async def test_file_renamed_by_another_program(maildir_store: MaildirStore) -> None:
+    """mutt marks a message seen by moving new/X to cur/X:2,S; we still find it."""
+    box = maildir_store.mailboxes(ALICE)
+    uid = (await box.append(INBOX, MSG)).uid
+    root = maildir(maildir_store)
+    (name,) = listing(root, "new")
+    os.rename(root / "new" / name, root / "cur" / f"{name}:2,S")
+    assert await box.read(INBOX, uid) == MSG
+    await box.store(INBOX, [uid], [FLAGGED], StoreMode.ADD)
+    assert listing(root, "cur") == [f"{name}:2,F"]  # index flags win until reindex
+    assert await maildir_store.reindex(ALICE) == 1
+    assert (await box.messages(INBOX))[0].flags == {FLAGGED}
+
+
+async def test_reindex_keeps_uids_when_index_exists(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    uids = [(await box.append(INBOX, MSG, ["$Kw"])).uid for _ in range(3)]
+    before = await box.status(INBOX)
+    root = maildir(maildir_store)
+    # Another program: marks one seen, drops a new file in, deletes one.
+    names = listing(root, "new")
+    os.rename(root / "new" / names[0], root / "cur" / f"{names[0]}:2,S")
+    (root / "new" / names[2]).unlink()
+    (root / "cur" / "1.M1P1Q1.elsewhere,S=9:2,F").write_bytes(b"X: y\r\n\r\nz")
+    assert await maildir_store.reindex(ALICE) == 3
+    after = await box.status(INBOX)
+    assert after.uidvalidity == before.uidvalidity
+    infos = {m.uid: m for m in await box.messages(INBOX)}
+    assert sorted(infos) == [uids[0], uids[1], uids[2] + 1]
+    assert infos[uids[0]].flags == {SEEN, "$Kw"}
+    assert infos[uids[0]].modseq > before.highestmodseq
+    assert infos[uids[1]].flags == {"$Kw"}
+    assert infos[uids[2] + 1].flags == {FLAGGED}
+    assert (await box.changes(INBOX, before.highestmodseq)).vanished == (uids[2],)
+    assert await box.read(INBOX, uids[2] + 1) == b"X: y\r\n\r\nz"
+
+
+async def test_reindex_after_losing_the_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = MaildirStore(data)
+    await store.open()
+    await store.create_user(ALICE)
+    box = store.mailboxes(ALICE)
+    await box.create("Lists/Python")
+    await box.delete("Junk")
+    for i in range(3):
+        await store.deliver(MSG + b"%d" % i, [Recipient(ALICE)])
+    await box.append("Lists/Python", MSG, [SEEN, FLAGGED])
+    await box.store(INBOX, [2], [SEEN], StoreMode.ADD)
+    old = {b.name: b.uidvalidity for b in await box.list()}
+    await store.close()
+
+    for suffix in ("", "-wal", "-shm"):
+        (data / f"index.sqlite{suffix}").unlink(missing_ok=True)
+
+    store = MaildirStore(data)
+    await store.open()
+    try:
+        assert await store.maildir_users() == [ALICE]
+        with pytest.raises(UserNotFound):
+            await store.mailboxes(ALICE).list()
+        assert await store.reindex(ALICE) == 4
+        box = store.mailboxes(ALICE)
+        boxes = {b.name: b for b in await box.list()}
+        assert set(boxes) == {INBOX, "Archive", "Drafts", "Sent", "Trash", "Lists", "Lists/Python"}
+        assert boxes["Sent"].special_use == {"\\Sent"}
+        assert all(boxes[n].uidvalidity > old[n] for n in old if n in boxes)
+        inbox = await box.messages(INBOX)
+        assert [m.uid for m in inbox] == [1, 2, 3]
+        assert [m.flags for m in inbox] == [frozenset(), {SEEN}, frozenset()]
+        assert [await box.read(INBOX, m.uid) for m in inbox] == [MSG + b"%d" % i for i in range(3)]
+        (python,) = await box.messages("Lists/Python")
+        assert python.flags == {SEEN, FLAGGED}
+        # Delivery works at once, with the next UID.
+        (d,) = await store.deliver(MSG, [Recipient(ALICE)])
+        assert d.uid == 4
+    finally:
+        await store.close()
+
+
+async def test_reindex_unknown_user_without_maildir(maildir_store: MaildirStore) -> None:
+    with pytest.raises(UserNotFound):
+        await maildir_store.reindex("ghost@example.test")
+    assert not (maildir_store.data_dir / "mail/example.test/ghost").exists()
+
+
+async def test_failed_job_leaves_nothing(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One delivery of a batch fails after its file is placed: only it fails, without trace."""
+    real = jobs_module.put_file
+
+    def flaky(tx: jobs_module.Tx, src: str, folder: str, **kw: object) -> str:
+        rel = real(tx, src, folder, **kw)  # type: ignore[arg-type]
+        if Path(folder, rel).read_bytes() == b"BAD":
+            raise OSError(28, "No space left on device")
+        return rel
+
+    monkeypatch.setattr(jobs_module, "put_file", flaky)
+    outcomes = await asyncio.gather(
+        *(
+            maildir_store.deliver(b"BAD" if i == 5 else MSG, [Recipient(ALICE), Recipient(BOB)])
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], StoreError)
+    assert errors[0].code == "UNAVAILABLE" and isinstance(errors[0].__cause__, OSError)
+    for user in (ALICE, BOB):
+        root = maildir(maildir_store, user)
+        assert len(listing(root, "new")) == 9
+        assert listing(root, "tmp") == []
+        assert len(await maildir_store.mailboxes(user).messages(INBOX)) == 9
+        contents = {(root / "new" / n).read_bytes() for n in listing(root, "new")}
+        assert contents == {MSG}
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path / "data")
+    with pytest.raises(StoreError):
+        await store.mailboxes(ALICE).list()
+    await store.open()
+    await store.create_user(ALICE)
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.create_user(BOB)
+    await store.close()  # idempotent
