@@ -114,22 +114,20 @@ class Server:
     def _smtp_factory(self, sessions: set[PochtaSMTP]) -> Callable[[], PochtaSMTP]:
         tls = self.settings.tls_context() if self.settings.tls is not None else None
 
-        def make() -> PochtaSMTP:
-            proto = PochtaSMTP(
-                self._inbound,
-                sessions=sessions,
-                limiter=self._smtp_limiter,
-                auth_enabled=False,
-                hostname=self.settings.hostname,
-                ident="ESMTP Pochta",
-                data_size_limit=self.settings.limits.message_size,
-                enable_SMTPUTF8=True,
-                decode_data=False,
-                tls_context=tls,
-                timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
-            )
-            return proto
-
+        template = PochtaSMTP(
+            self._inbound,
+            sessions=sessions,
+            limiter=self._smtp_limiter,
+            auth_enabled=False,
+            hostname=self.settings.hostname,
+            ident="ESMTP Pochta",
+            data_size_limit=self.settings.limits.message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls,
+            timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
+        )
+        make = template.clone
         return make
 
     async def _listen(

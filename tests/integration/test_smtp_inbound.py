@@ -318,3 +318,48 @@ def test_connection_limit_answers_421(server: ServerThread) -> None:
     finally:
         for raw in held:
             raw.close()
+
+
+@pytest.mark.parametrize(
+    ("wire", "stored_tail"),
+    [
+        # An empty message: the end-of-data mark is the first line.
+        (b".\r\n", b"id "),
+        # Lines ending in a dot, a dot-only line stuffed as "..", a ".." line stuffed as "...".
+        (
+            b"Subject: dots\r\n\r\nend with a dot.\r\n..\r\n...\r\nx.\r\n.\r\n",
+            b"Subject: dots\r\n\r\nend with a dot.\r\n.\r\n..\r\nx.\r\n",
+        ),
+        # The longest line RFC 5321 allows, and the same line dot-stuffed.
+        (
+            b"Subject: long\r\n\r\n" + b"a" * 998 + b"\r\n." + b"b" * 998 + b"\r\n.\r\n",
+            b"a" * 998 + b"\r\n" + b"b" * 998 + b"\r\n",
+        ),
+    ],
+)
+def test_data_transparency(server: ServerThread, wire: bytes, stored_tail: bytes) -> None:
+    raw = RawSMTP(server)
+    start_data(raw)
+    raw.send(wire)
+    code, _ = raw.read_reply()
+    assert code == 250
+    raw.close()
+    (path,) = files(server, "alice@example.test")
+    data = path.read_bytes()
+    if stored_tail == b"id ":  # empty message: only our trace headers
+        assert data.startswith(b"Return-Path:") and data.endswith(b"\r\n")
+        assert b"\r\n\r\n" not in data
+    else:
+        assert data.endswith(stored_tail)
+
+
+def test_data_split_across_many_segments(server: ServerThread) -> None:
+    raw = RawSMTP(server)
+    start_data(raw)
+    raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in MSG + b".\r\n":
+        raw.send(bytes([byte]))
+    assert raw.read_reply()[0] == 250
+    raw.close()
+    (path,) = files(server, "alice@example.test")
+    assert path.read_bytes().endswith(MSG.replace(b"\r\n.Line", b"\r\nLine"))
