@@ -3,15 +3,20 @@
 Usage: ``.venv/bin/python bench/store_deliver.py [--messages 5000] [--size 5120]
 [--tasks 10] [--dir DIR]``. Each delivery is fully durable (file and
 directory fsynced, index committed) before it counts. Prints messages/s,
-the number of index commits (group commit) and the latency percentiles.
+the number of index commits (group commit) and the latency percentiles,
+next to the same load as bare Maildir deliveries (no index, no store: write,
+fsync, rename into new/, fsync new/, from as many threads) run just before
+and just after: the disk's ceiling for this workload on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +73,39 @@ async def run(data_dir: Path, messages: int, size: int, tasks: int) -> None:
     print(f"  latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
 
+def bare_maildir(data_dir: Path, payloads: list[bytes], tasks: int) -> float:
+    """Deliveries/s of plain Maildir writes from ``tasks`` threads."""
+    for sub in ("tmp", "new", "cur"):
+        (data_dir / sub).mkdir(parents=True)
+    todo = iter(enumerate(payloads))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(todo, None)
+            if item is None:
+                return
+            i, data = item
+            tmp = data_dir / "tmp" / f"{i}.bare"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, data_dir / "new" / f"{i}.bare")
+            dfd = os.open(data_dir / "new", os.O_RDONLY | os.O_DIRECTORY)
+            os.fsync(dfd)
+            os.close(dfd)
+
+    threads = [threading.Thread(target=worker) for _ in range(tasks)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(payloads) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -78,8 +116,16 @@ def main() -> None:
     if args.dir is not None:
         asyncio.run(run(args.dir, args.messages, args.size, args.tasks))
         return
+    # Under the current directory, not /tmp: /tmp may be tmpfs, where fsync is free.
     with tempfile.TemporaryDirectory(prefix="pochta-bench-", dir=Path.cwd()) as tmp:
-        asyncio.run(run(Path(tmp), args.messages, args.size, args.tasks))
+        payloads = [message(i, args.size) for i in range(args.messages)]
+        before = bare_maildir(Path(tmp) / "bare1", payloads, args.tasks)
+        asyncio.run(run(Path(tmp) / "store", args.messages, args.size, args.tasks))
+        after = bare_maildir(Path(tmp) / "bare2", payloads, args.tasks)
+        print(
+            f"  bare Maildir writes, no index, same disk: {before:,.0f} (before)"
+            f" / {after:,.0f} (after) messages/s"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from pochta.mime import analyze
 from pochta.store import (
     ANSWERED,
     ARCHIVE,
-    Changes,
     DELETED,
     DRAFTS,
     FLAGGED,
@@ -22,6 +21,7 @@ from pochta.store import (
     SEEN,
     SENT,
     TRASH,
+    Changes,
     InvalidMailboxName,
     MailboxExists,
     MailboxNotEmpty,
@@ -34,6 +34,7 @@ from pochta.store import (
     StoreError,
     StoreMode,
     UserNotFound,
+    Watch,
 )
 from tests.store.conftest import ALICE, BOB
 
@@ -82,6 +83,12 @@ async def test_unknown_user(store: Store) -> None:
         await nobody.append(INBOX, MSG)
     with pytest.raises(UserNotFound):
         await store.reindex("nobody@example.test")
+
+
+@pytest.mark.parametrize("user", ["nodomain", "@x", "a@", "../x@y", "a@..", "a/b@c", "a\0@b"])
+async def test_create_user_rejects_unsafe_names(store: Store, user: str) -> None:
+    with pytest.raises(StoreError):
+        await store.create_user(user)
 
 
 async def test_delete_user(store: Store) -> None:
@@ -551,16 +558,32 @@ async def test_status_counters(store: Store) -> None:
 # Change feed --------------------------------------------------------------------------------
 
 
+def _waiting(watch: Watch) -> tuple[asyncio.Task[list[Notice]], list[float]]:
+    """A task blocked in ``watch.wait`` and the list its wake-up time goes to."""
+    loop = asyncio.get_running_loop()
+    woke: list[float] = []
+    waiter = asyncio.create_task(watch.wait(timeout=5))
+    waiter.add_done_callback(lambda _: woke.append(loop.time()))
+    return waiter, woke
+
+
+async def _assert_woken_promptly(
+    waiter: asyncio.Task[list[Notice]], woke: list[float], start: float
+) -> list[Notice]:
+    """Woken within 100 ms of the committed change (returned to its caller at ``start``)."""
+    notices = await asyncio.wait_for(waiter, 1)
+    assert woke[0] - start < 0.1
+    return notices
+
+
 async def test_watch_wakes_on_delivery(store: Store) -> None:
     watch = store.mailboxes(ALICE).watch()
     try:
-        waiter = asyncio.create_task(watch.wait(timeout=5))
+        waiter, woke = _waiting(watch)
         await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
-        start = loop.time()
         (d,) = await store.deliver(MSG, [Recipient(ALICE)])
-        notices = await asyncio.wait_for(waiter, 1)
-        assert loop.time() - start < 0.1
+        notices = await _assert_woken_promptly(waiter, woke, loop.time())
         high = (await store.mailboxes(ALICE).status(INBOX)).highestmodseq
         assert notices == [Notice(INBOX, high)]
         assert d.uid == 1
@@ -574,13 +597,11 @@ async def test_watch_wakes_on_flag_change_from_other_handle(store: Store) -> Non
     watch = session1.watch()
     other_user = store.mailboxes(BOB).watch()
     try:
-        waiter = asyncio.create_task(watch.wait(timeout=5))
+        waiter, woke = _waiting(watch)
         await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
-        start = loop.time()
         result = await session2.store(INBOX, [uid], [SEEN], StoreMode.ADD)
-        notices = await asyncio.wait_for(waiter, 1)
-        assert loop.time() - start < 0.1
+        notices = await _assert_woken_promptly(waiter, woke, loop.time())
         assert notices == [Notice(INBOX, result.updated[0].modseq)]
         assert await other_user.wait(timeout=0.05) == []
         await session2.create("New")

@@ -7,7 +7,9 @@ import mailbox
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,7 @@ from pochta.store import (
     UserNotFound,
 )
 from pochta.store import jobs as jobs_module
+from pochta.store import writer as writer_module
 from tests.store.conftest import ALICE, BOB
 
 MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -260,22 +263,30 @@ async def test_reindex_unknown_user_without_maildir(maildir_store: MaildirStore)
     assert not (maildir_store.data_dir / "mail/example.test/ghost").exists()
 
 
-async def test_failed_job_leaves_nothing(
-    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One delivery of a batch fails after its file is placed: only it fails, without trace."""
-    real = jobs_module.put_file
+def _fail_on(monkeypatch: pytest.MonkeyPatch, poison: bytes) -> None:
+    """Make the job that stores ``poison`` fail after its files are in place."""
+    real = jobs_module._NewMessageJob.insert
 
-    def flaky(tx: jobs_module.Tx, src: str, folder: str, **kw: object) -> str:
-        rel = real(tx, src, folder, **kw)  # type: ignore[arg-type]
-        if Path(folder, rel).read_bytes() == b"BAD":
+    def insert(self: Any, tx: Any, user: str, box: Any, flags: frozenset[str], **kw: Any) -> int:
+        uid: int = real(self, tx, user, box, flags, **kw)
+        if self.data == poison:
             raise OSError(28, "No space left on device")
-        return rel
+        return uid
 
-    monkeypatch.setattr(jobs_module, "put_file", flaky)
+    monkeypatch.setattr(jobs_module._NewMessageJob, "insert", insert)
+
+
+@pytest.mark.parametrize("mailbox", [INBOX, "Junk"])
+async def test_failed_job_leaves_nothing(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch, mailbox: str
+) -> None:
+    """One delivery of a batch fails after its files are placed: only it fails, without trace."""
+    _fail_on(monkeypatch, b"BAD")
     outcomes = await asyncio.gather(
         *(
-            maildir_store.deliver(b"BAD" if i == 5 else MSG, [Recipient(ALICE), Recipient(BOB)])
+            maildir_store.deliver(
+                b"BAD" if i == 5 else MSG, [Recipient(ALICE, mailbox), Recipient(BOB, mailbox)]
+            )
             for i in range(10)
         ),
         return_exceptions=True,
@@ -285,11 +296,78 @@ async def test_failed_job_leaves_nothing(
     assert errors[0].code == "UNAVAILABLE" and isinstance(errors[0].__cause__, OSError)
     for user in (ALICE, BOB):
         root = maildir(maildir_store, user)
-        assert len(listing(root, "new")) == 9
-        assert listing(root, "tmp") == []
-        assert len(await maildir_store.mailboxes(user).messages(INBOX)) == 9
-        contents = {(root / "new" / n).read_bytes() for n in listing(root, "new")}
+        folder = root if mailbox == INBOX else root / ".Junk"
+        assert len(listing(folder, "new")) == 9
+        assert listing(root, "tmp") == [] and listing(folder, "tmp") == []
+        assert len(await maildir_store.mailboxes(user).messages(mailbox)) == 9
+        contents = {(folder / "new" / n).read_bytes() for n in listing(folder, "new")}
         assert contents == {MSG}
+
+
+async def test_failed_commit_undoes_the_batch(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory fsync before COMMIT fails: every job of the batch fails, nothing stays."""
+    box = maildir_store.mailboxes(ALICE)
+    (uid,) = [(await box.append(INBOX, MSG)).uid]
+    monkeypatch.setattr(writer_module, "fsync_dir", _broken_fsync)
+    outcomes = await asyncio.gather(
+        box.append("Sent", MSG, [SEEN]),
+        box.store(INBOX, [uid], [SEEN], StoreMode.ADD),
+        box.create("New"),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, StoreError) and o.code == "UNAVAILABLE" for o in outcomes)
+    root = maildir(maildir_store)
+    assert listing(root / ".Sent", "cur") == [] and listing(root / ".Sent", "tmp") == []
+    assert len(listing(root, "new")) == 1 and listing(root, "cur") == []
+    assert not (root / ".New").exists()
+    assert (await box.messages(INBOX))[0].flags == frozenset()
+    assert "New" not in {b.name for b in await box.list()}
+    monkeypatch.undo()
+    assert (await box.store(INBOX, [uid], [SEEN], StoreMode.ADD)).updated[0].flags == {SEEN}
+
+
+def _broken_fsync(path: str) -> None:
+    raise OSError(5, "Input/output error")
+
+
+class _SlowJob(writer_module.Job[None]):
+    """Holds the writer (and its transaction) for a while."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def apply(self, tx: writer_module.Tx) -> None:
+        time.sleep(self.seconds)
+
+
+async def test_reads_do_not_wait_for_writes(maildir_store: MaildirStore) -> None:
+    box = maildir_store.mailboxes(ALICE)
+    await box.append(INBOX, MSG)
+    slow = asyncio.create_task(maildir_store._submit(_SlowJob(0.5)))
+    await asyncio.sleep(0.05)  # the writer is now inside its transaction
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert len(await box.messages(INBOX)) == 1
+    assert await box.read(INBOX, 1) == MSG
+    assert (await box.status(INBOX)).messages == 1
+    assert loop.time() - start < 0.3
+    assert not slow.done()
+    await slow
+
+
+async def test_cancelled_caller_does_not_cancel_the_write(maildir_store: MaildirStore) -> None:
+    task = asyncio.create_task(maildir_store.deliver(MSG, [Recipient(ALICE)]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):  # the delivery completes on its own
+        if await maildir_store.mailboxes(ALICE).messages(INBOX):
+            break
+        await asyncio.sleep(0.01)
+    assert len(await maildir_store.mailboxes(ALICE).messages(INBOX)) == 1
 
 
 async def test_closed_store_refuses_work(tmp_path: Path) -> None:

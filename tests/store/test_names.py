@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pochta.store import DELETED, DRAFT, FLAGGED, SEEN, InvalidMailboxName, StoreError
+from pochta.store import DELETED, DRAFT, FLAGGED, SEEN, InvalidMailboxName, StoreError, names
 from pochta.store import flags as flagset
-from pochta.store import names
-from pochta.store.files import split_name, user_parts
+from pochta.store.common import user_parts
+from pochta.store.files import split_name
 
 
 @pytest.mark.parametrize(

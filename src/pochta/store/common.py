@@ -34,6 +34,23 @@ DEFAULT_SPECIAL_USE: dict[str, str] = {
 }
 
 
+class BadUser(StoreError):
+    """A user name that cannot be one (no "@"; "/" or NUL; "." or ".." as a part).
+
+    The Maildir backend makes ``<domain>/<localpart>`` directories of the
+    parts, so this is also what keeps a user name inside ``data_dir/mail``.
+    """
+
+
+def user_parts(user: str) -> tuple[str, str]:
+    """(domain, localpart) of ``user``, checked so they are safe path levels."""
+    local, at, domain = user.rpartition("@")
+    for part in (local, domain):
+        if not at or part in ("", ".", "..") or "/" in part or "\0" in part:
+            raise BadUser(f"invalid user name {user!r}")
+    return domain, local
+
+
 def next_uidvalidity(last_issued: int, now: float | None = None) -> int:
     """A UIDVALIDITY from the clock, strictly above ``last_issued``."""
     value = max(int(time.time() if now is None else now), last_issued + 1)

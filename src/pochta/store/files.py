@@ -13,28 +13,24 @@ part before ``:`` (the *base*) never changes for the life of a file, so a file
 renamed by us, by mutt or by Dovecot is still found by its base
 (``find_by_base``); the index keeps the last path we wrote.
 
-Every function here is blocking and runs on the store's worker threads only.
+Functions that touch the disk block and run on the store's worker threads
+only; ``Layout``'s path arithmetic and ``new_base`` are pure.
 ``write_durable`` leaves either a complete, fsynced file in ``tmp/`` or none;
-directory fsyncs are the caller's business so a batch can share them. With
-``fsync=False`` the caller promises one ``syncfs`` covering the file before
-it gets its final name (the store's ``sync="syncfs"`` mode).
+directory fsyncs are the caller's business so a batch can share them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import os
 import shutil
 import socket
-import sys
 import time
-from collections.abc import Callable
 
-from pochta.store import names
-from pochta.store.interface import INBOX, StoreError
+from pochta.store import common, names
+from pochta.store.interface import INBOX
 
 SUBDIRS = ("cur", "new", "tmp")
 #: Maildir++ marks a subfolder with this empty file (Courier, Dovecot).
@@ -60,19 +56,6 @@ def _host() -> str:
 HOST = _host()
 
 
-class BadUser(StoreError):
-    """A user name that cannot name a directory (no "@", "/" or NUL, "." or "..")."""
-
-
-def user_parts(user: str) -> tuple[str, str]:
-    """(domain, localpart) of ``user``, checked so they are safe path levels."""
-    local, at, domain = user.rpartition("@")
-    for part in (local, domain):
-        if not at or part in ("", ".", "..") or "/" in part or "\0" in part:
-            raise BadUser(f"invalid user name {user!r}")
-    return domain, local
-
-
 class Layout:
     """Paths of users and folders under ``<data_dir>/mail``."""
 
@@ -80,7 +63,7 @@ class Layout:
         self.root = mail_root
 
     def user_dir(self, user: str) -> str:
-        domain, local = user_parts(user)
+        domain, local = common.user_parts(user)
         return os.path.join(self.root, domain, local)
 
     def folder(self, user: str, mailbox: str) -> str:
@@ -174,9 +157,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_durable(
-    tmp_dir: str, data: bytes, mtime: float | None = None, *, fsync: bool = True
-) -> str:
+def write_durable(tmp_dir: str, data: bytes, mtime: float | None = None) -> str:
     """Write ``data`` to a new file in ``tmp_dir``, fsync it; return its path.
 
     On any failure the partial file is removed and the error re-raised;
@@ -191,8 +172,7 @@ def write_durable(
             view = view[os.write(fd, view) :]
         if mtime is not None:
             os.utime(fd, (mtime, mtime))
-        if fsync:
-            os.fsync(fd)
+        os.fsync(fd)
     except BaseException:
         os.close(fd)
         unlink_quietly(path)
@@ -259,34 +239,6 @@ def write_uidvalidity_floor(user_dir: str, value: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
-_syncfs = _load_syncfs()
-HAVE_SYNCFS = _syncfs is not None
-
-
-def syncfs(fd: int) -> None:
-    """Flush all dirty data and metadata of the filesystem holding ``fd`` (Linux syncfs(2)).
-
-    One device flush for a whole batch of new files instead of one fsync each.
-    Linux >= 5.8 reports write-back errors here; older kernels may not.
-    """
-    if _syncfs is None:
-        raise OSError(errno.ENOSYS, "syncfs is not available on this system")
-    if _syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def unlink_quietly(path: str) -> None:

@@ -1,20 +1,22 @@
-"""The write jobs of the Maildir store: index rows and the files that go with them.
+"""Write jobs that change messages: delivery, APPEND, STORE, EXPUNGE, COPY, MOVE.
 
 Design note
 -----------
-Each class is one ``writer.Job``: its ``apply`` runs on the writer thread
-inside the batch transaction and pairs every file operation with its undo
-(``Tx.on_undo``) and every touched directory with a deferred fsync
-(``Tx.sync_dir``). The ordering rules that keep index and files consistent:
+Each class is one ``writer.Job``; the shared steps here (creating a mailbox,
+placing a file, moving messages) serve ``mailbox_jobs`` and ``reindex`` too.
+A job's ``apply`` runs on the writer thread inside the batch transaction and
+pairs every file operation with its undo (``Tx.on_undo``) and every touched
+directory with a deferred fsync (``Tx.sync_dir``). The ordering rules that
+keep index and files consistent:
 
-* new files (delivery, append, copy) are complete and fsynced before they get
-  their final name, and that name exists before the row is committed;
-* flag changes and moves rename the file before the commit; readers that race
-  with the rename find the file by its base name (``files.resolve``);
-* removals (expunge, the source of a move, a deleted folder) happen only
-  after the commit: expunged files are unlinked, a deleted folder is first
-  renamed out of the Maildir++ namespace (``files.TRASH_PREFIX``) and removed
-  after the commit.
+* new files (delivery, APPEND, COPY) are complete and fsynced in ``tmp/``
+  before they get their final name, and that name exists (its directory
+  fsynced) before the row is committed; COPY adds a hard link;
+* flag changes and MOVE rename the file before the commit (renamed back if
+  the batch fails); readers racing with the rename find the file by its base
+  name (``files.resolve``);
+* EXPUNGE unlinks files only after the commit, so a failed batch loses
+  nothing; a crash in between leaves a file that ``reindex`` brings back.
 
 Arguments arrive validated (names normalized, flags canonical) by the
 caller on the event loop; jobs check what depends on index state.
@@ -32,19 +34,13 @@ from pochta.store import common, files, index, names
 from pochta.store import flags as flagset
 from pochta.store.index import IN_UIDS, MailboxRow, uid_list
 from pochta.store.interface import (
-    DEFAULT_MAILBOXES,
     INBOX,
     AppendResult,
     CopyResult,
     Delivered,
-    InvalidMailboxName,
-    MailboxExists,
-    MailboxInfo,
-    MailboxNotEmpty,
     MessageInfo,
     MessageNotFound,
     Notice,
-    StoreError,
     StoreMode,
     StoreResult,
 )
@@ -209,41 +205,6 @@ def transfer(
     return CopyResult(dest.uidvalidity, source_uids, tuple(new_uids))
 
 
-# Users ------------------------------------------------------------------------
-
-
-class CreateUserJob(Job[None]):
-    def __init__(self, layout: files.Layout, user: str) -> None:
-        self.layout, self.user = layout, user
-
-    def apply(self, tx: Tx) -> None:
-        root = self.layout.user_dir(self.user)
-        if index.user_id(tx.conn, self.user) is not None:
-            files.make_maildir(root, folder=False)  # repair a Maildir removed by hand
-            return
-        cur = tx.conn.execute("INSERT INTO users (name) VALUES (?)", (self.user,))
-        assert cur.lastrowid is not None
-        if files.make_maildir(root, folder=False):
-            tx.on_undo(lambda: files.remove_tree_quietly(root))
-        # The new directory entries must survive a crash like the index row.
-        tx.sync_dir(os.path.dirname(root))
-        tx.sync_dir(os.path.dirname(os.path.dirname(root)))
-        tx.sync_dir(root)
-        for name, use in DEFAULT_MAILBOXES:
-            uses = frozenset() if use is None else frozenset({use})
-            create_mailbox(tx, self.layout, self.user, cur.lastrowid, name, uses, True)
-        tx.notify(self.user, LIST_CHANGED)
-
-
-class DeleteUserJob(Job[None]):
-    def __init__(self, user: str) -> None:
-        self.user = user
-
-    def apply(self, tx: Tx) -> None:
-        if tx.conn.execute("DELETE FROM users WHERE name = ?", (self.user,)).rowcount:
-            tx.notify(self.user, LIST_CHANGED)
-
-
 # New messages -----------------------------------------------------------------
 
 
@@ -252,34 +213,42 @@ class _NewMessageJob(Job[T]):
 
     has_prepare = True
 
-    def __init__(self, tmp_dir: str, data: bytes, when: dt.datetime, fsync: bool) -> None:
+    def __init__(
+        self,
+        layout: files.Layout,
+        tmp_dir: str,
+        data: bytes,
+        when: dt.datetime,
+        mtime: float | None,
+    ) -> None:
+        self.layout = layout
         self.tmp_dir = tmp_dir
         self.data = data
         self.when = when
-        self.fsync = fsync  # False: the writer's batch-wide syncfs makes it durable
+        self.mtime = mtime  # the file's mtime carries INTERNALDATE for reindex
         self.meta = b""
         self.tmp_path: str | None = None
+        self.tmp_taken = False  # renamed to its final name: nothing left to remove
 
     def prepare(self) -> None:
         self.meta = analyze(self.data).to_json()
         try:
-            self.tmp_path = files.write_durable(
-                self.tmp_dir, self.data, self.when.timestamp(), fsync=self.fsync
-            )
-            self.unsynced = not self.fsync
+            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.mtime)
         except FileNotFoundError:
             # No tmp/: maybe an unknown user (apply raises before writing) or a
             # Maildir deleted by hand (apply re-creates it, then writes).
             self.tmp_path = None
 
     def ensure_file(self) -> str:
-        if self.tmp_path is None:  # written here, after the batch's syncfs: always fsync
+        if self.tmp_path is None:
             os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
-            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.when.timestamp())
+            self.tmp_path = files.write_durable(self.tmp_dir, self.data, self.mtime)
         return self.tmp_path
 
     def cleanup(self) -> None:
-        if self.tmp_path is not None:
+        # Skipping a needless unlink matters: it locks tmp/, where other
+        # deliveries are creating files at the same time.
+        if self.tmp_path is not None and not self.tmp_taken:
             files.unlink_quietly(self.tmp_path)
 
     def insert(
@@ -290,12 +259,15 @@ class _NewMessageJob(Job[T]):
         rel = put_file(
             tx,
             src,
-            self.folder(user, box),
+            self.layout.folder(user, box.name),
             is_subfolder=box.name != INBOX,
             size=len(self.data),
             letters=letters_for(flags),
             keep_source=not last,
         )
+        if last:
+            self.tmp_taken = True
+            tx.on_undo(lambda: setattr(self, "tmp_taken", False))
         (uid,) = index.take_uids(tx.conn, box, 1)
         modseq = index.bump_modseq(tx.conn, box)
         bits, keywords = flagset.split(flags)
@@ -307,9 +279,6 @@ class _NewMessageJob(Job[T]):
         tx.notify(user, Notice(box.name, modseq))
         return uid
 
-    def folder(self, user: str, box: MailboxRow) -> str:
-        raise NotImplementedError
-
 
 class DeliverJob(_NewMessageJob[list[Delivered]]):
     def __init__(
@@ -317,21 +286,16 @@ class DeliverJob(_NewMessageJob[list[Delivered]]):
         layout: files.Layout,
         data: bytes,
         targets: list[tuple[str, str, frozenset[str]]],
-        *,
-        fsync: bool = True,
     ) -> None:
         # tmp/ of the first recipient; links reach the others (same filesystem).
         super().__init__(
+            layout,
             os.path.join(layout.user_dir(targets[0][0]), "tmp"),
             data,
             common.internal_date(None),
-            fsync,
+            None,  # delivered now: the file's own mtime is right
         )
-        self.layout = layout
         self.targets = targets
-
-    def folder(self, user: str, box: MailboxRow) -> str:
-        return self.layout.folder(user, box.name)
 
     def apply(self, tx: Tx) -> list[Delivered]:
         conn = tx.conn
@@ -361,14 +325,11 @@ class AppendJob(_NewMessageJob[AppendResult]):
         data: bytes,
         flags: frozenset[str],
         when: dt.datetime,
-        *,
-        fsync: bool = True,
     ) -> None:
-        super().__init__(os.path.join(layout.user_dir(user), "tmp"), data, when, fsync)
-        self.layout, self.user, self.name, self.flags = layout, user, name, flags
-
-    def folder(self, user: str, box: MailboxRow) -> str:
-        return self.layout.folder(user, box.name)
+        super().__init__(
+            layout, os.path.join(layout.user_dir(user), "tmp"), data, when, when.timestamp()
+        )
+        self.user, self.name, self.flags = user, name, flags
 
     def apply(self, tx: Tx) -> AppendResult:
         box = index.user_mailbox(tx.conn, self.user, self.name)
@@ -502,107 +463,3 @@ class TransferJob(Job[CopyResult]):
         if dest.id == source.id:
             dest = source
         return transfer(tx, self.layout, self.user, source, dest, self.uids, move=self.move)
-
-
-# Mailboxes --------------------------------------------------------------------
-
-
-class CreateJob(Job[MailboxInfo]):
-    def __init__(self, layout: files.Layout, user: str, name: str, uses: frozenset[str]) -> None:
-        self.layout, self.user, self.name, self.uses = layout, user, name, uses
-
-    def apply(self, tx: Tx) -> MailboxInfo:
-        user_id = index.require_user(tx.conn, self.user)
-        if index.mailbox(tx.conn, user_id, self.name) is not None:
-            raise MailboxExists(f"mailbox {self.name!r} exists")
-        ensure_parents(tx, self.layout, self.user, user_id, self.name)
-        row = create_mailbox(tx, self.layout, self.user, user_id, self.name, self.uses)
-        tx.notify(self.user, LIST_CHANGED)
-        return row.info()
-
-
-class DeleteJob(Job[None]):
-    def __init__(self, layout: files.Layout, user: str, name: str) -> None:
-        self.layout, self.user, self.name = layout, user, name
-
-    def apply(self, tx: Tx) -> None:
-        conn = tx.conn
-        user_id = index.require_user(conn, self.user)
-        box = index.require_mailbox(conn, user_id, self.name)
-        if box.name == INBOX:
-            raise StoreError("INBOX cannot be deleted", code="CANNOT")
-        child = conn.execute(
-            "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ? LIMIT 1",
-            (user_id, len(box.name) + 1, box.name + "/"),
-        ).fetchone()
-        if child is not None:
-            raise MailboxNotEmpty(f"mailbox {box.name!r} has children")
-        conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
-        path = self.layout.folder(self.user, box.name)
-        if os.path.isdir(path):
-            root = self.layout.user_dir(self.user)
-            trash = os.path.join(root, files.TRASH_PREFIX + files.new_base(0))
-            os.rename(path, trash)
-            tx.on_undo(lambda: os.rename(trash, path))
-            tx.sync_dir(root)
-            tx.after_commit(lambda: files.remove_tree_quietly(trash))
-        tx.notify(self.user, LIST_CHANGED)
-
-
-class RenameJob(Job[None]):
-    def __init__(self, layout: files.Layout, user: str, old: str, new: str) -> None:
-        self.layout, self.user, self.old, self.new = layout, user, old, new
-
-    def apply(self, tx: Tx) -> None:
-        conn, user = tx.conn, self.user
-        user_id = index.require_user(conn, user)
-        source = index.require_mailbox(conn, user_id, self.old)
-        if index.mailbox(conn, user_id, self.new) is not None:
-            raise MailboxExists(f"mailbox {self.new!r} exists")
-        if names.is_inferior(self.new, source.name):
-            raise InvalidMailboxName("cannot rename a mailbox into itself")
-        if source.name == INBOX:
-            # RFC 9051 §6.3.6: INBOX stays (empty); its messages move to the new name.
-            ensure_parents(tx, self.layout, user, user_id, self.new)
-            dest = create_mailbox(tx, self.layout, user, user_id, self.new)
-            transfer(tx, self.layout, user, source, dest, None, move=True)
-            tx.notify(user, LIST_CHANGED)
-            return
-        moving = [
-            row
-            for row in index.mailboxes(conn, user_id)
-            if row.name == source.name or names.is_inferior(row.name, source.name)
-        ]
-        renamed = [(row, self.new + row.name[len(source.name) :]) for row in moving]
-        for _, new_name in renamed:
-            if index.mailbox(conn, user_id, new_name) is not None:
-                raise MailboxExists(f"mailbox {new_name!r} exists")
-        for row, new_name in renamed:
-            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new_name, row.id))
-            self._move_dir(tx, row.name, new_name)
-        ensure_parents(tx, self.layout, user, user_id, self.new)
-        tx.sync_dir(self.layout.user_dir(user))
-        tx.notify(user, LIST_CHANGED)
-
-    def _move_dir(self, tx: Tx, old: str, new: str) -> None:
-        src, dst = self.layout.folder(self.user, old), self.layout.folder(self.user, new)
-        if os.path.lexists(dst):
-            raise MailboxExists(f"a folder for {new!r} is in the way on disk")
-        if os.path.isdir(src):
-            os.rename(src, dst)
-            tx.on_undo(lambda: os.rename(dst, src))
-        else:  # the folder was removed by hand; give the renamed mailbox a fresh one
-            files.make_maildir(dst, folder=True)
-            tx.on_undo(lambda: files.remove_tree_quietly(dst))
-
-
-class SubscribeJob(Job[None]):
-    def __init__(self, user: str, name: str, subscribed: bool) -> None:
-        self.user, self.name, self.subscribed = user, name, subscribed
-
-    def apply(self, tx: Tx) -> None:
-        box = index.user_mailbox(tx.conn, self.user, self.name)
-        tx.conn.execute(
-            "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(self.subscribed), box.id)
-        )
-        tx.notify(self.user, LIST_CHANGED)

@@ -23,10 +23,17 @@ Threads. The event loop never touches a file or the database:
   after the commit and wake ``Watch``es of the same store instance (other
   processes' changes are not seen until the next read).
 
+Delivery: one file per distinct (user, mailbox), hard links between them
+(copied where links are impossible); an unknown user raises ``UserNotFound``
+before anything is written; a mailbox that no longer exists falls back to
+INBOX (``Delivered.mailbox`` says where it went).
+
 Failures: a job that fails leaves no trace (see ``writer``); a message file
 deleted behind the store's back reads as ``MessageNotFound``; ``reindex``
 repairs the index from the files. Arguments are validated on the loop before
-anything is queued, so bad names and flags cost no I/O.
+anything is queued, so bad names and flags cost no I/O. Another process (the
+CLI) may use the same ``data_dir`` at the same time: SQLite serializes the
+writers (busy timeout 30 s). An instance is opened and closed once.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pochta.mime import MessageMeta
 from pochta.store import common, files, index, names
@@ -51,11 +58,13 @@ from pochta.store.interface import (
     Changes,
     CopyResult,
     Delivered,
+    Mailboxes,
     MailboxInfo,
     MessageInfo,
     MessageNotFound,
     Notice,
     Recipient,
+    Store,
     StoreError,
     StoreMode,
     StoreResult,
@@ -64,16 +73,18 @@ from pochta.store.interface import (
 )
 from pochta.store.jobs import (
     AppendJob,
+    DeliverJob,
+    ExpungeJob,
+    StoreFlagsJob,
+    TransferJob,
+)
+from pochta.store.mailbox_jobs import (
     CreateJob,
     CreateUserJob,
     DeleteJob,
     DeleteUserJob,
-    DeliverJob,
-    ExpungeJob,
     RenameJob,
-    StoreFlagsJob,
     SubscribeJob,
-    TransferJob,
 )
 from pochta.store.reindex import ReindexJob
 from pochta.store.writer import Job, Writer, storage_error
@@ -119,7 +130,7 @@ class MaildirStore:
 
     async def open(self) -> None:
         if self._loop is not None:
-            raise StoreError("store already open")
+            raise StoreError("a MaildirStore is opened once; make a new one to reopen")
         self._loop = asyncio.get_running_loop()
         self._readers = ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="pochta-store-read"
@@ -197,7 +208,7 @@ class MaildirStore:
         return MaildirMailboxes(self, user)
 
     async def create_user(self, user: str) -> None:
-        files.user_parts(user)
+        common.user_parts(user)
         await self._submit(CreateUserJob(self.layout, user))
         self._known_users.add(user)
 
@@ -212,8 +223,8 @@ class MaildirStore:
         unknown = {user for user, _, _ in targets if user not in self._known_users}
         for user in unknown:
             try:
-                files.user_parts(user)
-            except files.BadUser:
+                common.user_parts(user)
+            except common.BadUser:
                 raise UserNotFound(f"no such user {user}") from None
         if unknown:
 
@@ -227,7 +238,7 @@ class MaildirStore:
         return await self._submit(DeliverJob(self.layout, bytes(data), targets))
 
     async def reindex(self, user: str) -> int:
-        files.user_parts(user)
+        common.user_parts(user)
         count = await self._submit(ReindexJob(self.layout, user))
         self._known_users.add(user)
         return count
@@ -395,3 +406,8 @@ class MaildirMailboxes:
 
     def watch(self) -> Watch:
         return self._store.feed.watch(self._user)
+
+
+if TYPE_CHECKING:  # mypy checks both classes against the contract
+    _store: Store = MaildirStore(Path())
+    _mailboxes: Mailboxes = MaildirMailboxes(MaildirStore(Path()), "")

@@ -21,6 +21,7 @@ import builtins
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pochta.mime import MessageMeta, analyze
 from pochta.store import common, names
@@ -36,6 +37,7 @@ from pochta.store.interface import (
     CopyResult,
     Delivered,
     InvalidMailboxName,
+    Mailboxes,
     MailboxExists,
     MailboxInfo,
     MailboxNotEmpty,
@@ -44,6 +46,7 @@ from pochta.store.interface import (
     MessageNotFound,
     Notice,
     Recipient,
+    Store,
     StoreError,
     StoreMode,
     StoreResult,
@@ -124,6 +127,7 @@ class MemoryStore:
         return MemoryMailboxes(self, user)
 
     async def create_user(self, user: str) -> None:
+        common.user_parts(user)  # the same names as the Maildir backend accepts
         if user in self._users:
             return
         boxes: dict[str, _Mailbox] = {}
@@ -366,3 +370,8 @@ class MemoryMailboxes:
 
     def watch(self) -> Watch:
         return self._store.feed.watch(self._user)
+
+
+if TYPE_CHECKING:  # mypy checks both classes against the contract
+    _store: Store = MemoryStore()
+    _mailboxes: Mailboxes = MemoryMailboxes(MemoryStore(), "")

@@ -21,8 +21,9 @@ and await a future; the single writer thread takes everything queued (up to
    then one COMMIT (``synchronous=FULL``: the WAL is on disk when it returns).
    If either fails, every job is undone and fails.
 4. After the commit: deferred removals (expunged files, deleted folders),
-   ``cleanup`` of every job, change notices handed to the event loop, and each
-   job's future resolved with ``loop.call_soon_threadsafe``.
+   ``cleanup`` of every job, then one ``loop.call_soon_threadsafe`` per batch
+   that publishes the change notices and resolves every job's future (one
+   loop wake-up per batch, not per job).
 
 So a caller's ``await`` returns only after its change is durable, and a
 failed job leaves nothing visible: no index row without its file, no file
@@ -93,9 +94,6 @@ class Job(Generic[T]):
 
     #: Set when ``prepare`` does something, so the writer can skip the helpers.
     has_prepare = False
-    #: Set by ``prepare`` when it wrote files without fsync: the writer then
-    #: runs its ``sync_files`` once for the batch before any ``apply``.
-    unsynced = False
 
     def prepare(self) -> None:
         """Index-free work done before the transaction, possibly in parallel."""
@@ -146,12 +144,10 @@ class Writer:
         helpers: int = 4,
         max_batch: int = 512,
         on_exit: Callable[[], None] | None = None,
-        sync_files: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._publish = publish
         self._on_exit = on_exit
-        self._sync_files = sync_files
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._helpers = ThreadPoolExecutor(helpers, thread_name_prefix="pochta-store-io")
@@ -252,6 +248,8 @@ class Writer:
                     continue
             else:
                 item = self._queue.get()
+            # Everything queued joins this batch; no waiting for more (a delay
+            # would make batches bigger but, measured, not faster).
             batch: list[_Item] = []
             while True:
                 if item is None:
@@ -296,13 +294,6 @@ class Writer:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         self.batches += 1
         self.jobs += len(batch)
-        unsynced = [it for it in batch if it.job.unsynced and it.error is None]
-        if unsynced and self._sync_files is not None:
-            try:
-                self._sync_files()
-            except BaseException as exc:
-                for it in unsynced:
-                    it.error = storage_error(exc)
         done: list[_Item] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -313,7 +304,7 @@ class Writer:
             done = self._apply_all(conn, batch)
             if done:
                 self._commit(conn, done)
-            else:
+            elif conn.in_transaction:
                 conn.execute("ROLLBACK")
         notices: list[tuple[str, Notice]] = []
         for it in done:
