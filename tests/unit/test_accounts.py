@@ -481,3 +481,22 @@ def test_errors_are_user_facing_one_liners(team: Accounts) -> None:
         with pytest.raises(UserFacingError) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_resolve_cache_follows_writes_from_both_connections(
+    db_path: Path, accounts: Accounts
+) -> None:
+    """The server caches RCPT answers; the CLI's writes (another connection)
+    and the server's own must both be seen at once."""
+    with Accounts.open(db_path, hasher=cheap_hasher()) as cli:
+        assert accounts.resolve("new@example.test").users == ()
+        cli.add_user("new@example.test", "pw")
+        assert accounts.resolve("new@example.test").users == ("new@example.test",)
+        cli.del_user("new@example.test")
+        assert accounts.resolve("new@example.test").users == ()
+    accounts.add_user("own@example.test", "pw")
+    assert accounts.resolve("own+x@example.test").users == ("own@example.test",)
+    accounts.add_alias("al@example.test", "own@example.test")
+    assert accounts.resolve("al@example.test").users == ("own@example.test",)
+    accounts.del_alias("al@example.test")
+    assert accounts.resolve("al@example.test").users == ()

@@ -133,6 +133,10 @@ class Resolution:
     users: tuple[str, ...]
 
 
+#: Cached RCPT resolutions kept before the cache starts over.
+RESOLVE_CACHE_SIZE = 4096
+
+
 class Accounts:
     """Domains, users and aliases in one SQLite file; safe across threads."""
 
@@ -143,6 +147,12 @@ class Accounts:
         self._hasher = hasher
         self._lock = threading.Lock()
         self._dummy_hash: str | None = None
+        # resolve() runs for every RCPT; its answers are cached until the
+        # database changes: PRAGMA data_version moves when another connection
+        # (the CLI) commits, and our own writes clear the cache in _write.
+        self._resolved: dict[str, Resolution] = {}
+        self._resolved_version = -1
+        self._generation = 0  # bumped by our own writes
 
     # --- life cycle -----------------------------------------------------------
 
@@ -414,6 +424,28 @@ class Accounts:
         Local parts match case-insensitively (RFC 5321 §2.4). A few indexed
         queries, no hashing: cheap enough for the event loop.
         """
+        with self._lock:
+            try:
+                row = self._db.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise self._wrap(exc) from exc
+            if row[0] != self._resolved_version:
+                self._resolved.clear()
+                self._resolved_version = row[0]
+            cached = self._resolved.get(address)
+            generation = self._generation
+        if cached is not None:
+            return cached
+        result = self._resolve(address)
+        with self._lock:
+            if generation != self._generation:
+                return result  # a write raced with us: do not cache
+            if len(self._resolved) >= RESOLVE_CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[address] = result
+        return result
+
+    def _resolve(self, address: str) -> Resolution:
         try:
             parsed = parse_address(address)
         except AddressError:
@@ -434,8 +466,11 @@ class Accounts:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._transaction("BEGIN IMMEDIATE") as db:
-            yield db
+        with self._lock:
+            self._resolved.clear()
+            self._generation += 1
+            with self._transaction("BEGIN IMMEDIATE") as db:
+                yield db
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
