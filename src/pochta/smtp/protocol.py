@@ -30,6 +30,13 @@ _HAS_ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 #: Stream reader buffer limit: DATA is read in blocks up to this size.
 #: Command lines are still limited (aiosmtpd answers 500 over 512 octets).
 READ_LIMIT = 65536
+#: ``<local@domain> params``: a dot-atom local part (RFC 5321 §4.1.2
+#: Dot-string, ASCII or UTF-8) and an LDH domain; the common case.
+_SIMPLE_PATH = re.compile(
+    r"\s*<((?:[\w!#$%&'*+/=?^`{|}~-]+)(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)\Z",
+    re.DOTALL,
+)
 #: Replies the client waits for before it writes again: never held back.
 _SEND_AT_ONCE = (b"220", b"221", b"421")
 
@@ -218,6 +225,20 @@ class PochtaSMTP(SMTP):
         finally:
             self._in_ehlo = False
         await self._flush()  # the whole multi-line reply in one write
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Parse ``<path> [params]`` of MAIL/RCPT (RFC 5321 §4.1.2).
+
+        The usual ``<dot-atom@domain>`` form is matched directly; anything
+        else (quoted local parts, address literals, source routes, null
+        path) goes to aiosmtpd's full RFC 5322 parser, which costs as much
+        as the rest of the command.
+        """
+        match = _SIMPLE_PATH.match(arg)
+        if match is not None:
+            return match.group(1), match.group(2).lstrip()
+        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        return result
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
