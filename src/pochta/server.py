@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from pochta.accounts import Accounts
 from pochta.config import HostPort, Settings
@@ -40,12 +41,25 @@ class StartupError(UserFacingError):
     """A listener could not be started (address in use, permission denied)."""
 
 
+class Session(Protocol):
+    """What a graceful stop needs of any protocol's open session."""
+
+    def shutdown(self) -> None:
+        """Tell the client the server is going away (e.g. 421) and close."""
+        ...
+
+
+#: Builds a listener's protocol factory; given the set that sessions add
+#: themselves to (and remove themselves from) so a stop can reach them.
+FactoryMaker = Callable[[set[Session]], Callable[[], asyncio.BaseProtocol]]
+
+
 @dataclass
 class Listener:
     kind: str
     address: HostPort
     server: asyncio.Server
-    sessions: set[PochtaSMTP] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)
 
     @property
     def bound(self) -> list[tuple[str, int]]:
@@ -72,6 +86,8 @@ class Server:
             else Accounts.open(settings.data_dir / "accounts.sqlite")
         )
         self.listeners: list[Listener] = []
+        #: Server-side TLS context from [tls], made at start (None without [tls]).
+        self.tls: ssl.SSLContext | None = None
         self._inbound = InboundHandler(
             hostname=settings.hostname,
             accounts=self.accounts,
@@ -100,10 +116,16 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        # kind -> (factory maker, implicit TLS context or None); one entry per
+        # protocol this version serves.
+        self.tls = self.settings.tls_context() if self.settings.tls is not None else None
+        makers: dict[str, tuple[FactoryMaker, ssl.SSLContext | None]] = {
+            "smtp": (self._smtp_factory, None),
+        }
         try:
-            for kind in ("smtp",):
+            for kind, (maker, implicit_tls) in makers.items():
                 for hp in getattr(self.settings.listen, kind):
-                    await self._listen(kind, hp, self._smtp_factory)
+                    await self._listen(kind, hp, maker, implicit_tls)
             for kind, addrs in vars_listen(self.settings).items():
                 if kind not in SERVED and addrs:
                     log.warning("[listen].%s is set but not served by this version", kind)
@@ -111,8 +133,7 @@ class Server:
             await self.stop()
             raise
 
-    def _smtp_factory(self, sessions: set[PochtaSMTP]) -> Callable[[], PochtaSMTP]:
-        tls = self.settings.tls_context() if self.settings.tls is not None else None
+    def _smtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
 
         template = PochtaSMTP(
             self._inbound,
@@ -124,20 +145,29 @@ class Server:
             data_size_limit=self.settings.limits.message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
-            tls_context=tls,
+            tls_context=self.tls,
             timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
         )
         make = template.clone
         return make
 
     async def _listen(
-        self, kind: str, hp: HostPort, factory: Callable[[set[PochtaSMTP]], Callable[[], Any]]
+        self,
+        kind: str,
+        hp: HostPort,
+        maker: FactoryMaker,
+        implicit_tls: ssl.SSLContext | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        sessions: set[PochtaSMTP] = set()
+        sessions: set[Session] = set()
         try:
             server = await loop.create_server(
-                factory(sessions), hp.host, hp.port, reuse_address=True, backlog=512
+                maker(sessions),
+                hp.host,
+                hp.port,
+                reuse_address=True,
+                backlog=512,
+                ssl=implicit_tls,
             )
         except OSError as exc:
             raise StartupError(f"[listen].{kind}: cannot listen on {hp}: {exc.strerror}") from exc

@@ -72,14 +72,14 @@ class PochtaSMTP(SMTP):
         handler: Any,
         *,
         limiter: ConnectionLimiter,
-        sessions: set[PochtaSMTP] | None = None,
+        sessions: set[Any] | None = None,
         auth_enabled: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._limiter = limiter
         #: The listener's open sessions, so a graceful stop can reach them.
-        self._sessions: set[PochtaSMTP] = sessions if sessions is not None else set()
+        self._sessions: set[Any] = sessions if sessions is not None else set()
         self._auth_enabled = auth_enabled
         self._admitted_ip: str | None = None
         self._refused = False
