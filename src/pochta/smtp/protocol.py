@@ -169,7 +169,8 @@ class PochtaSMTP(SMTP):
     # -- replies -------------------------------------------------------
     async def push(self, status: AnyStr) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
-        if not self._in_ehlo:
+        # RFC 2034 §4 exempts the HELO/EHLO reply itself; its errors get codes.
+        if not (self._in_ehlo and raw[:1] == b"2"):
             raw = self._with_enhanced(raw)
         self._pending.append(raw + b"\r\n")
         # RFC 2920 §3.2: while more pipelined commands are already buffered,
