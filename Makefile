@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 # First start: a dev settings file, a self-signed certificate and demo@example.test.
 run: $(STAMP)
-	test -f run/pochta.toml || $(BIN)/pochta quickstart --dev --dir run demo@example.test
+	@test -f run/pochta.toml || $(BIN)/pochta quickstart --dev --dir run demo@example.test > /dev/null
+	@cat run/CONNECT.txt
 	$(BIN)/pochta --config run/pochta.toml serve
 
 lint: $(STAMP)

@@ -500,3 +500,13 @@ def test_resolve_cache_follows_writes_from_both_connections(
     assert accounts.resolve("al@example.test").users == ("own@example.test",)
     accounts.del_alias("al@example.test")
     assert accounts.resolve("al@example.test").users == ()
+
+
+def test_postmaster_always_resolves(accounts: Accounts) -> None:
+    """RFC 5321 §4.5.1: postmaster@ every local domain is deliverable."""
+    assert accounts.resolve(f"postmaster@{D}").users == ()  # no user yet
+    accounts.add_user(f"first@{D}", "pw")
+    accounts.add_user(f"second@{D}", "pw")
+    assert accounts.resolve(f"PostMaster@{D}").users == (f"first@{D}",)
+    accounts.add_alias(f"postmaster@{D}", f"second@{D}")
+    assert accounts.resolve(f"postmaster@{D}").users == (f"second@{D}",)

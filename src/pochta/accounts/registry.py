@@ -419,7 +419,8 @@ class Accounts:
            targets ignored, users deduplicated);
         5. a local part ``base+tag`` -> steps 3-4 for ``base``;
         6. the catch-all alias ``@domain`` -> its expansion;
-        7. otherwise ``(True, ())``: unknown user.
+        7. ``postmaster`` (RFC 5321 §4.5.1) -> the domain's first user;
+        8. otherwise ``(True, ())``: unknown user.
 
         Local parts match case-insensitively (RFC 5321 §2.4). A few indexed
         queries, no hashing: cheap enough for the event loop.
@@ -460,6 +461,14 @@ class Accounts:
                     users = _expand(db, Address(base, parsed.domain).key)
             if users is None:
                 users = _expand(db, "@" + parsed.domain)
+            if not users and parsed.local.lower() == "postmaster":
+                # RFC 5321 §4.5.1: every domain MUST accept postmaster. Without
+                # a user or alias of that name it reaches the domain's first user.
+                row = db.execute(
+                    "SELECT address FROM users WHERE domain = ? ORDER BY created, address LIMIT 1",
+                    (parsed.domain,),
+                ).fetchone()
+                users = {row[0]} if row else None
         return Resolution(True, tuple(sorted(users or ())))
 
     # --- transactions ---------------------------------------------------------
