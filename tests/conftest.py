@@ -54,7 +54,10 @@ def tls_files(tmp_path: Path, ca: trustme.CA) -> TLSFiles:
 
 def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Path:
     """A settings file with every served listener on a free loopback port."""
-    text = 'hostname = "mail.example.test"\ndata_dir = "data"\n\n[listen]\nsmtp = ["127.0.0.1:0"]\n'
+    text = (
+        'hostname = "mail.example.test"\ndata_dir = "data"\n\n'
+        '[listen]\nsmtp = ["127.0.0.1:0"]\nlmtp = ["127.0.0.1:0"]\n'
+    )
     if tls:
         text += '\n[tls]\ncert = "tls/cert.pem"\nkey = "tls/key.pem"\n'
     # A small size limit keeps the oversize test fast.

@@ -26,7 +26,7 @@ from pochta.config import HostPort, Settings
 from pochta.errors import UserFacingError
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
-from pochta.smtp.protocol import PochtaSMTP
+from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
 from pochta.store import open_store
 from pochta.store.interface import Store
 
@@ -34,7 +34,7 @@ log = logging.getLogger("pochta.server")
 
 #: Listener kinds this version serves; the others are accepted in settings
 #: (they are part of the contract) and reported as skipped at start.
-SERVED = ("smtp",)
+SERVED = ("smtp", "lmtp")
 
 
 class StartupError(UserFacingError):
@@ -121,6 +121,7 @@ class Server:
         self.tls = self.settings.tls_context() if self.settings.tls is not None else None
         makers: dict[str, tuple[FactoryMaker, ssl.SSLContext | None]] = {
             "smtp": (self._smtp_factory, None),
+            "lmtp": (self._lmtp_factory, None),
         }
         try:
             for kind, (maker, implicit_tls) in makers.items():
@@ -134,22 +135,26 @@ class Server:
             raise
 
     def _smtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        return self._smtp_template(PochtaSMTP, sessions).clone
 
-        template = PochtaSMTP(
+    def _lmtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        return self._smtp_template(PochtaLMTP, sessions).clone
+
+    def _smtp_template(self, cls: type[PochtaSMTP], sessions: set[Session]) -> PochtaSMTP:
+        """The protocol every session of one listener is cloned from."""
+        return cls(
             self._inbound,
             sessions=sessions,
             limiter=self._smtp_limiter,
             auth_enabled=False,
             hostname=self.settings.hostname,
-            ident="ESMTP Pochta",
+            ident="LMTP Pochta" if cls.lmtp else "ESMTP Pochta",
             data_size_limit=self.settings.limits.message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             tls_context=self.tls,
             timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
         )
-        make = template.clone
-        return make
 
     async def _listen(
         self,

@@ -148,6 +148,7 @@ class InboundHandler:
                 extended=session.extended_smtp,
                 tls=session.tls_info is not None or server._tls_protocol is not None,
                 authenticated=False,
+                lmtp=server.lmtp,
             ),
             queue_id=queue_id,
             recipient=rcpts[0] if len(rcpts) == 1 else None,

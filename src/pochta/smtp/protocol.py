@@ -66,6 +66,8 @@ class PochtaSMTP(SMTP):
 
     # RFC 5321 §4.5.3.1.6 text line limit plus the transparency dot.
     line_length_limit = MAX_LINE_LENGTH + 1
+    #: LMTP (RFC 2033) instead of SMTP: see ``PochtaLMTP``.
+    lmtp = False
 
     def __init__(
         self,
@@ -286,8 +288,10 @@ class PochtaSMTP(SMTP):
             content = content[1:]
         envelope.content = envelope.original_content = content
         status = await self._call_handler_hook("DATA")
+        replies = len(envelope.rcpt_tos) if self.lmtp else 1
         self.envelope = self._create_envelope()
-        await self.push("250 OK" if status is MISSING else status)
+        for _ in range(replies):
+            await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, bool]:
         """Read up to the end-of-data mark; return (data with CRLF before the
@@ -333,3 +337,23 @@ class PochtaSMTP(SMTP):
         last = lines[-1]
         lines[-1] = "250 " + last[4:]
         return lines
+
+
+class PochtaLMTP(PochtaSMTP):
+    """LMTP, RFC 2033: the same transaction, greeted with LHLO, and one reply
+    per accepted recipient after DATA (§4.2) so the client knows each one's
+    fate. Our store delivers a message to all its recipients atomically, so
+    the replies agree."""
+
+    lmtp = True
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, hostname: str) -> None:
+        """RFC 2033 §4.1: LHLO replaces HELO and EHLO."""
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        await self.push('500 5.5.1 Error: command "HELO" not recognized; use LHLO')
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self.push('500 5.5.1 Error: command "EHLO" not recognized; use LHLO')
