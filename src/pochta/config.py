@@ -335,6 +335,20 @@ class DeliverySettings:
     smtp_port: int = 25
     """Port of the remote MX (RFC 5321 §4.5.4.2: 25); 1..65535.  Tests point it at a
     local fake."""
+    retry_intervals: tuple[int, ...] = (60, 300, 900, 3600, 7200)
+    """Seconds to wait after the 1st, 2nd, ... temporary failure; the last
+    one repeats.  RFC 5321 §4.5.4.1 asks for at least 30 minutes between
+    retries in general but lets the first ones come sooner."""
+    max_age: int = 5 * 86400
+    """Seconds after which a message still undelivered is bounced (RFC 5321
+    §4.5.4.1: "at least 4-5 days")."""
+    delay_notice: int = 4 * 3600
+    """Seconds after which the sender is told once that delivery is delayed
+    (an RFC 3464 "delayed" DSN); 0 turns delay notices off."""
+    concurrency: int = 50
+    """Deliveries in progress at once, overall."""
+    per_domain: int = 5
+    """Deliveries in progress at once to one destination domain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +537,17 @@ class _Table:
             self.fail(key, f"{value} is out of range {low}..{high}")
         return value
 
+    def integers(self, key: str, default: tuple[int, ...], low: int, high: int) -> tuple[int, ...]:
+        value = self.table.get(key, list(default))
+        if not isinstance(value, list) or not value:
+            self.fail(key, f"must be a non-empty list of integers, not {_type_name(value)}")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                self.fail(key, f"must be a list of integers; one item is {_type_name(item)}")
+            if not low <= item <= high:
+                self.fail(key, f"{item} is out of range {low}..{high}")
+        return tuple(value)
+
     def hostports(
         self, key: str, *, default_port: int | None, ip_only: bool = False
     ) -> tuple[HostPort, ...]:
@@ -601,8 +626,15 @@ def _parse_delivery(top: _Table) -> DeliverySettings:
     if table is None:
         return DeliverySettings()
     table.check_keys(_field_names(DeliverySettings))
+    defaults = DeliverySettings()
+    day = 86400
     return DeliverySettings(
-        smtp_port=table.integer("smtp_port", DeliverySettings().smtp_port, 1, 65535)
+        smtp_port=table.integer("smtp_port", defaults.smtp_port, 1, 65535),
+        retry_intervals=table.integers("retry_intervals", defaults.retry_intervals, 1, 30 * day),
+        max_age=table.integer("max_age", defaults.max_age, 1, 60 * day),
+        delay_notice=table.integer("delay_notice", defaults.delay_notice, 0, 60 * day),
+        concurrency=table.integer("concurrency", defaults.concurrency, 1, 10_000),
+        per_domain=table.integer("per_domain", defaults.per_domain, 1, 1_000),
     )
 
 

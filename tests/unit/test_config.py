@@ -538,3 +538,24 @@ def test_parse_hostport_only_raises_valueerror_and_round_trips(
 def test_ip_hostport_round_trips(address: object, port: int) -> None:
     hostport = HostPort(str(address), port)
     assert parse_hostport(str(hostport)) == hostport
+
+
+def test_delivery_queue_settings(tmp_path: Path) -> None:
+    from pochta.config import ConfigError, parse_settings
+
+    base = 'hostname = "mail.example.test"\ndata_dir = "data"\n[delivery]\n'
+    good = parse_settings(
+        base + "retry_intervals = [10, 20]\nmax_age = 3600\ndelay_notice = 0\nper_domain = 2\n",
+        tmp_path / "pochta.toml",
+    )
+    assert good.delivery.retry_intervals == (10, 20)
+    assert good.delivery.max_age == 3600 and good.delivery.delay_notice == 0
+    assert good.delivery.per_domain == 2 and good.delivery.concurrency == 50
+    for bad, key in (
+        ("retry_intervals = []", "[delivery].retry_intervals"),
+        ('retry_intervals = [1, "x"]', "[delivery].retry_intervals"),
+        ("max_age = 0", "[delivery].max_age"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_settings(base + bad + "\n", tmp_path / "pochta.toml")
+        assert key in str(info.value) and "\n" not in str(info.value)

@@ -34,7 +34,7 @@ from pochta.smtp.policy import (
     return_path_header,
 )
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
-from pochta.store.interface import Recipient, UserNotFound
+from pochta.store.deliver import deliver_to_users
 
 if TYPE_CHECKING:
     from pochta.accounts import Accounts
@@ -158,16 +158,8 @@ class InboundHandler:
         message = return_path_header(mail_from) + received_header(trace) + data
         self._inflight += 1
         self._idle.clear()
-        recipients = [Recipient(user) for user in envelope.users]
         try:
-            try:
-                await self.store.deliver(message, recipients)
-            except UserNotFound:
-                # The account exists (RCPT resolved it) but its mailboxes were
-                # never made, e.g. the CLI stopped between the two steps.
-                for user in envelope.users:
-                    await self.store.create_user(user)
-                await self.store.deliver(message, recipients)
+            await deliver_to_users(self.store, message, envelope.users)
         except Exception:
             log.exception("queue_id=%s store failed; told the client to retry", queue_id)
             return str(codes.LOCAL_ERROR)

@@ -1,0 +1,254 @@
+"""The queue runner: who gets delivered when, and what happens after.
+
+Design note
+-----------
+Accepted mail enters the spool (``Spool.enqueue``, durable before 250).
+The runner wakes when mail is enqueued, when the earliest retry comes due,
+and at least every ``POLL`` seconds (so ``pochta queue flush`` from another
+process takes effect). Each wake it takes the due recipients grouped by
+(message, destination domain) and starts one delivery task per group, within
+``[delivery].concurrency`` overall and ``[delivery].per_domain`` per domain;
+a group already in flight is not started twice.
+
+A delivery task hands the group to a ``Deliverer``: our own domains go
+straight into the store (``LocalDeliverer``), the others to the MX
+deliverer. Each recipient's ``Outcome`` is recorded in one commit:
+
+* 2yz: done;
+* 4yz: tried again after ``retry_intervals[attempts-1]`` (the last interval
+  repeats) until ``max_age`` has passed since arrival, then failed;
+* 5yz: failed at once.
+
+Failed recipients of a message produce one DSN (RFC 3464) to its sender,
+enqueued like any mail from the null reverse-path; a message whose sender is
+the null path (a bounce itself) never produces one (RFC 5321 §4.5.5).
+A message still queued ``delay_notice`` seconds after arrival produces one
+"delayed" DSN. A restart resumes from the spool; see ``spool.py`` for what
+a crash can and cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from pochta.config import DeliverySettings
+from pochta.queue.dsn import RecipientStatus, build_dsn
+from pochta.queue.outcome import Outcome
+from pochta.queue.spool import Spool, Work
+from pochta.smtp.policy import new_queue_id
+
+log = logging.getLogger("pochta.queue")
+
+#: Longest sleep between looks at the spool, seconds.
+POLL = 5.0
+
+
+class Deliverer(Protocol):
+    async def deliver(
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> dict[str, Outcome]:
+        """Try to deliver ``data`` to ``rcpts`` (all at ``domain``); one outcome each."""
+        ...
+
+
+class QueueRunner:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        hostname: str,
+        settings: DeliverySettings,
+        route: Callable[[str], Deliverer],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self.hostname = hostname
+        self.settings = settings
+        self.route = route
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._per_domain: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="queue-runner")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop starting deliveries; let running ones finish for ``grace`` s."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        running = list(self._inflight.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()  # not recorded: retried after restart
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def wake(self) -> None:
+        """New mail or an operator's flush: look at the spool now."""
+        self._wake.set()
+
+    async def enqueue(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
+        """Spool a message durably and schedule it; returns its queue id."""
+        qid = new_queue_id()
+        await asyncio.to_thread(self.spool.enqueue, qid, mail_from, rcpts, data, self.clock())
+        self.wake()
+        return qid
+
+    async def run_once(self) -> None:
+        """One pass without the loop: start what is due, wait for it to finish.
+
+        For tests (with a fake clock) and for ``pochta queue flush`` when no
+        server runs.
+        """
+        await self._tick()
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+            await asyncio.sleep(0)  # let the done-callbacks run
+
+    # -- the loop --------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("queue runner pass failed; retrying")
+            timeout = POLL
+            next_due = await asyncio.to_thread(self.spool.next_due)
+            if next_due is not None:
+                timeout = min(POLL, max(0.0, next_due - self.clock()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        now = self.clock()
+        work = await asyncio.to_thread(self.spool.due, now, tuple(self._inflight))
+        for item in work:
+            if len(self._inflight) >= self.settings.concurrency:
+                break
+            if self._per_domain[item.domain] >= self.settings.per_domain:
+                continue
+            key = (item.qid, item.domain)
+            self._per_domain[item.domain] += 1
+            task = asyncio.create_task(self._deliver(item), name=f"deliver-{item.qid}")
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+        if self.settings.delay_notice:
+            await self._delay_notices(now)
+
+    def _done(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
+        self._per_domain[key[1]] -= 1
+        if self._per_domain[key[1]] <= 0:
+            del self._per_domain[key[1]]
+        self._wake.set()  # a slot is free
+
+    async def _deliver(self, item: Work) -> None:
+        try:
+            data = await asyncio.to_thread(self.spool.read, item.qid)
+        except FileNotFoundError:
+            log.warning("queue_id=%s message file missing; dropping", item.qid)
+            await asyncio.to_thread(self.spool.delete, item.qid)
+            return
+        deliverer = self.route(item.domain)
+        try:
+            outcomes = await deliverer.deliver(item.domain, item.mail_from, item.rcpts, data)
+        except Exception:
+            log.exception("queue_id=%s delivery to %s raised", item.qid, item.domain)
+            outcomes = {}
+        for rcpt in item.rcpts:  # a deliverer that forgot someone: try again later
+            outcomes.setdefault(rcpt, Outcome(451, "4.3.0", "Delivery attempt did not complete"))
+        failed, _finished = await asyncio.to_thread(
+            self.spool.record,
+            item.qid,
+            outcomes,
+            self.clock(),
+            self.settings.retry_intervals,
+            self.settings.max_age,
+        )
+        for rcpt, outcome in outcomes.items():
+            log.info(
+                "queue_id=%s to=<%s> relay=%s attempt=%d result=%s reply=%r",
+                item.qid,
+                rcpt,
+                outcome.remote_mta or "local",
+                item.attempts + 1,
+                "sent" if outcome.delivered else "deferred" if outcome.temporary else "failed",
+                outcome.reply(),
+            )
+        if failed and item.mail_from:
+            await self._bounce(item, data, [RecipientStatus(r, o) for r, o in failed], None)
+
+    async def _bounce(
+        self,
+        item: Work,
+        data: bytes,
+        statuses: list[RecipientStatus],
+        delayed_until: float | None,
+    ) -> None:
+        dsn = build_dsn(
+            reporting_mta=self.hostname,
+            sender=item.mail_from,
+            original=data,
+            arrival=item.created,
+            recipients=statuses,
+            delayed_until=delayed_until,
+            now=self.clock(),
+        )
+        qid = await self.enqueue("", [item.mail_from], dsn)
+        log.info(
+            "queue_id=%s dsn=%s for=%s to=<%s>",
+            item.qid,
+            qid,
+            "delayed" if delayed_until else "failed",
+            item.mail_from,
+        )
+
+    async def _delay_notices(self, now: float) -> None:
+        late = await asyncio.to_thread(self.spool.delayed, now - self.settings.delay_notice)
+        for message in late:
+            pending = [r for r in message.recipients if r.state == "queued"]
+            if not pending:
+                continue
+            try:
+                data = await asyncio.to_thread(self.spool.read, message.qid)
+            except FileNotFoundError:
+                continue
+            statuses = [
+                RecipientStatus(
+                    r.rcpt,
+                    _outcome_from_reply(r.last_reply, r.remote_mta),
+                )
+                for r in pending
+            ]
+            item = Work(message.qid, message.mail_from, message.created, "", (), 0)
+            await asyncio.to_thread(self.spool.mark_delay_notified, message.qid)
+            await self._bounce(item, data, statuses, message.created + self.settings.max_age)
+
+
+def _outcome_from_reply(reply: str | None, remote_mta: str | None) -> Outcome:
+    """Rebuild an Outcome from the stored reply line for a delay notice."""
+    if not reply:
+        return Outcome(451, "4.4.7", "Not yet attempted", remote_mta)
+    parts = reply.split(" ", 2)
+    try:
+        code = int(parts[0])
+    except ValueError:
+        return Outcome(451, "4.4.7", reply, remote_mta)
+    enhanced = parts[1] if len(parts) > 1 else "4.0.0"
+    text = parts[2] if len(parts) > 2 else ""
+    return Outcome(code, enhanced, text, remote_mta)

@@ -1,0 +1,344 @@
+"""The durable spool of the outbound queue.
+
+Layout under ``data_dir``: ``queue/<qid>`` holds each message's bytes;
+``queue.sqlite`` (WAL, ``synchronous=FULL``) holds the envelope and one row
+per recipient with its state, attempts, next try and last reply.
+
+Invariants:
+
+* ``enqueue`` returns only after the message file is fsynced, renamed into
+  place, its directory fsynced and the rows committed: the caller may then
+  say 250 (mail is never lost).
+* A recipient is ``queued`` until an attempt ends with a 2yz (``sent``) or a
+  5yz/expiry (``failed``); only ``record`` changes that, in one commit with
+  the next try time, so a restart resumes exactly where the queue stood.
+  A crash between the remote 250 and ``record`` delivers that recipient
+  again on restart: a duplicate, never a loss (RFC 5321 §6.1).
+* A message file is removed (after its rows) once no recipient is queued.
+
+The methods are blocking (file and SQLite I/O); the runner calls them
+through ``asyncio.to_thread``. One connection, guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pochta.queue.outcome import Outcome
+
+QUEUED = "queued"
+SENT = "sent"
+FAILED = "failed"
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        qid TEXT PRIMARY KEY,
+        mail_from TEXT NOT NULL,
+        created REAL NOT NULL,
+        size INTEGER NOT NULL,
+        delay_notified INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS recipients (
+        qid TEXT NOT NULL REFERENCES messages(qid) ON DELETE CASCADE,
+        rcpt TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL,
+        last_try REAL,
+        last_reply TEXT,
+        remote_mta TEXT,
+        PRIMARY KEY (qid, rcpt)
+    )""",
+    "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, next_try)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipient:
+    rcpt: str
+    domain: str
+    state: str
+    attempts: int
+    next_try: float
+    last_try: float | None
+    last_reply: str | None
+    remote_mta: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    qid: str
+    mail_from: str  # "" is the null reverse-path (a bounce)
+    created: float
+    size: int
+    delay_notified: bool
+    recipients: tuple[QueuedRecipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Recipients of one message at one domain that are due now."""
+
+    qid: str
+    mail_from: str
+    created: float
+    domain: str
+    rcpts: tuple[str, ...]
+    attempts: int  # the most attempts among them so far
+
+
+def domain_of(rcpt: str) -> str:
+    return rcpt.rpartition("@")[2].lower()
+
+
+class Spool:
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir / "queue"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            data_dir / "queue.sqlite", isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writing -------------------------------------------------------------
+    def enqueue(
+        self,
+        qid: str,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        now: float | None = None,
+    ) -> None:
+        """Store a message durably for delivery to ``rcpts`` (see module note)."""
+        now = time.time() if now is None else now
+        final = self.dir / qid
+        tmp = self.dir / f".{qid}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        _fsync_dir(self.dir)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO messages (qid, mail_from, created, size) VALUES (?, ?, ?, ?)",
+                    (qid, mail_from, now, len(data)),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO recipients (qid, rcpt, domain, state, next_try)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(qid, r, domain_of(r), QUEUED, now) for r in rcpts],
+                )
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+
+    def record(
+        self,
+        qid: str,
+        outcomes: dict[str, Outcome],
+        now: float,
+        retry_intervals: Sequence[int],
+        max_age: float,
+    ) -> tuple[list[tuple[str, Outcome]], bool]:
+        """Apply one attempt's outcomes.
+
+        Returns the recipients that have now failed for good (5yz, or 4yz
+        past ``max_age``) with their outcome, for the DSN, and whether the
+        message is finished (no recipient left queued; its file is gone).
+        """
+        failed: list[tuple[str, Outcome]] = []
+        with self._tx() as db:
+            row = db.execute("SELECT created FROM messages WHERE qid = ?", (qid,)).fetchone()
+            if row is None:  # deleted by the operator meanwhile
+                return [], True
+            created = float(row[0])
+            for rcpt, outcome in outcomes.items():
+                attempts_row = db.execute(
+                    "SELECT attempts FROM recipients WHERE qid = ? AND rcpt = ? AND state = ?",
+                    (qid, rcpt, QUEUED),
+                ).fetchone()
+                if attempts_row is None:
+                    continue
+                attempts = int(attempts_row[0]) + 1
+                if outcome.delivered:
+                    state, next_try = SENT, now
+                elif outcome.permanent or now - created >= max_age:
+                    state, next_try = FAILED, now
+                    failed.append((rcpt, outcome))
+                else:
+                    delay = retry_intervals[min(attempts, len(retry_intervals)) - 1]
+                    state, next_try = QUEUED, now + delay
+                db.execute(
+                    "UPDATE recipients SET state = ?, attempts = ?, next_try = ?, last_try = ?,"
+                    " last_reply = ?, remote_mta = ? WHERE qid = ? AND rcpt = ?",
+                    (
+                        state,
+                        attempts,
+                        next_try,
+                        now,
+                        outcome.reply(),
+                        outcome.remote_mta,
+                        qid,
+                        rcpt,
+                    ),
+                )
+            finished = self._finish_if_done(db, qid)
+        if finished:
+            (self.dir / qid).unlink(missing_ok=True)
+        return failed, finished
+
+    def _finish_if_done(self, db: sqlite3.Connection, qid: str) -> bool:
+        left = db.execute(
+            "SELECT count(*) FROM recipients WHERE qid = ? AND state = ?", (qid, QUEUED)
+        ).fetchone()[0]
+        if left:
+            return False
+        db.execute("DELETE FROM recipients WHERE qid = ?", (qid,))
+        db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
+        return True
+
+    def mark_delay_notified(self, qid: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE messages SET delay_notified = 1 WHERE qid = ?", (qid,))
+
+    def retry(self, qid: str | None, now: float | None = None) -> int:
+        """Make queued recipients (of one message, or all) due now; returns how many."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if qid is None:
+                cur = db.execute(
+                    "UPDATE recipients SET next_try = ? WHERE state = ?", (now, QUEUED)
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE recipients SET next_try = ? WHERE qid = ? AND state = ?",
+                    (now, qid, QUEUED),
+                )
+            return int(cur.rowcount)
+
+    def delete(self, qid: str) -> bool:
+        """Drop a message from the queue without delivering or bouncing it."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
+            db.execute("DELETE FROM recipients WHERE qid = ?", (qid,))
+            found = cur.rowcount > 0
+        (self.dir / qid).unlink(missing_ok=True)
+        return found
+
+    # -- reading -------------------------------------------------------------
+    def read(self, qid: str) -> bytes:
+        return (self.dir / qid).read_bytes()
+
+    def due(self, now: float, exclude: Iterable[tuple[str, str]] = ()) -> list[Work]:
+        """Queued recipients whose next try has come, grouped by message and domain."""
+        skip = set(exclude)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.qid, m.mail_from, m.created, r.domain, r.rcpt, r.attempts"
+                " FROM recipients r JOIN messages m USING (qid)"
+                " WHERE r.state = ? AND r.next_try <= ? ORDER BY r.next_try, r.qid",
+                (QUEUED, now),
+            ).fetchall()
+        groups: dict[tuple[str, str], list[tuple[str, str, float, str, str, int]]] = {}
+        for row in rows:
+            key = (row[0], row[3])
+            if key not in skip:
+                groups.setdefault(key, []).append(row)
+        return [
+            Work(
+                qid=qid,
+                mail_from=items[0][1],
+                created=items[0][2],
+                domain=domain,
+                rcpts=tuple(item[4] for item in items),
+                attempts=max(item[5] for item in items),
+            )
+            for (qid, domain), items in groups.items()
+        ]
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT min(next_try) FROM recipients WHERE state = ?", (QUEUED,)
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def delayed(self, older_than: float) -> list[QueuedMessage]:
+        """Messages queued before ``older_than`` not yet delay-notified."""
+        return [
+            m
+            for m in self.messages()
+            if m.created <= older_than and not m.delay_notified and m.mail_from
+        ]
+
+    def messages(self, qid: str | None = None) -> list[QueuedMessage]:
+        with self._lock:
+            if qid is None:
+                msgs = self._db.execute(
+                    "SELECT qid, mail_from, created, size, delay_notified FROM messages"
+                    " ORDER BY created"
+                ).fetchall()
+                rcpts = self._db.execute(
+                    "SELECT qid, rcpt, domain, state, attempts, next_try, last_try, last_reply,"
+                    " remote_mta FROM recipients ORDER BY rcpt"
+                ).fetchall()
+            else:
+                msgs = self._db.execute(
+                    "SELECT qid, mail_from, created, size, delay_notified FROM messages"
+                    " WHERE qid = ?",
+                    (qid,),
+                ).fetchall()
+                rcpts = self._db.execute(
+                    "SELECT qid, rcpt, domain, state, attempts, next_try, last_try, last_reply,"
+                    " remote_mta FROM recipients WHERE qid = ? ORDER BY rcpt",
+                    (qid,),
+                ).fetchall()
+        by_qid: dict[str, list[QueuedRecipient]] = {}
+        for r in rcpts:
+            by_qid.setdefault(r[0], []).append(QueuedRecipient(*r[1:]))
+        return [
+            QueuedMessage(m[0], m[1], m[2], m[3], bool(m[4]), tuple(by_qid.get(m[0], ())))
+            for m in msgs
+        ]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
