@@ -1,0 +1,221 @@
+"""Delivery to other domains: MX lookup, then SMTP to each host in turn.
+
+RFC 5321 §5.1: the MX records of the domain, lowest preference first, hosts
+of equal preference in random order; no MX records at all → the domain's own
+A/AAAA ("implicit MX"); a null MX (RFC 7505 §3, ``MX 0 .``) → the domain
+accepts no mail: fail at once with 556 5.1.10 (RFC 7505 §4.1). Each host's
+addresses are tried in turn until one answers; a host that cannot be
+reached, or greets with a 4yz/5yz, passes the turn to the next (§5.1: "try
+the other MX hosts"). Once a host has taken the transaction its replies
+decide: per recipient for RCPT, for all accepted recipients for MAIL and
+DATA.
+
+On the connection: EHLO with our hostname; STARTTLS whenever offered
+(opportunistic, RFC 7435: certificates are not verified until MTA-STS/DANE
+say otherwise); SIZE respected (a message above the server's limit is
+refused before sending, 552 5.3.4); a message that needs SMTPUTF8 (non-ASCII
+addresses or header) is bounced when the server lacks it (RFC 6531 §3.2,
+553 5.6.7); BODY=8BITMIME is declared for 8-bit data when offered.
+
+DNS timeouts and SERVFAIL are temporary (4.4.3): the queue retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from pochta.dns.records import DNSError, TemporaryDNSError
+from pochta.dns.resolver import Resolver, host_addresses
+from pochta.queue.outcome import Outcome, permanent, temporary
+
+log = logging.getLogger("pochta.queue.remote")
+
+
+class MXDeliverer:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        hostname: str,
+        port: int = 25,
+        timeout: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.hostname = hostname
+        self.port = port
+        self.timeout = timeout
+        self.rng = rng or random.Random()
+
+    async def mx_hosts(self, domain: str) -> list[str] | Outcome:
+        """The hosts to try, in order, or the outcome that ends the attempt."""
+        try:
+            answer = await self.resolver.mx(domain)
+        except TemporaryDNSError as exc:
+            return temporary(f"MX lookup for {domain} failed: {exc}", "4.4.3")
+        except DNSError as exc:
+            return permanent(f"MX lookup for {domain} failed: {exc}", "5.4.4")
+        records = list(answer)
+        if any(mx.is_null for mx in records):
+            return Outcome(556, "5.1.10", f"Domain {domain} does not accept mail (null MX)")
+        if not records:
+            if answer.nxdomain:
+                return permanent(f"Domain {domain} does not exist", "5.1.2")
+            return [domain]  # implicit MX, RFC 5321 §5.1
+        by_pref: dict[int, list[str]] = {}
+        for mx in records:
+            by_pref.setdefault(mx.preference, []).append(mx.exchange)
+        hosts: list[str] = []
+        for pref in sorted(by_pref):
+            same = by_pref[pref]
+            self.rng.shuffle(same)
+            hosts.extend(h for h in same if h not in hosts)
+        return hosts
+
+    async def deliver(
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> dict[str, Outcome]:
+        hosts = await self.mx_hosts(domain)
+        if isinstance(hosts, Outcome):
+            return dict.fromkeys(rcpts, hosts)
+        last = temporary(f"No mail server for {domain} could be reached", "4.4.1")
+        for host in hosts:
+            try:
+                addresses = await host_addresses(self.resolver, host)
+            except TemporaryDNSError as exc:
+                last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.3")
+                continue
+            except DNSError as exc:
+                last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.4")
+                continue
+            for address in addresses:
+                result = await self._attempt(host, str(address), mail_from, rcpts, data)
+                if isinstance(result, Outcome):
+                    last = result
+                    continue
+                return result
+        return dict.fromkeys(rcpts, last)
+
+    async def _attempt(
+        self, host: str, address: str, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> dict[str, Outcome] | Outcome:
+        """One SMTP transaction; an Outcome means "try the next address"."""
+        client = aiosmtplib.SMTP(
+            hostname=address,
+            port=self.port,
+            local_hostname=self.hostname,
+            timeout=self.timeout,
+            start_tls=None,  # STARTTLS when offered
+            validate_certs=False,  # opportunistic TLS, RFC 7435
+        )
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPResponseException as exc:
+            return Outcome(exc.code, _enhanced(exc.message, exc.code), _text(exc.message), host)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)
+        try:
+            return await self._transaction(client, host, mail_from, rcpts, data)
+        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError) as exc:
+            # Lost before the final reply: nothing was accepted, try again later.
+            outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
+            return dict.fromkeys(rcpts, outcome)
+        finally:
+            try:
+                if client.is_connected:
+                    await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        host: str,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+    ) -> dict[str, Outcome]:
+        def everyone(outcome: Outcome) -> dict[str, Outcome]:
+            return dict.fromkeys(rcpts, outcome)
+
+        limit = client.esmtp_extensions.get("size", "")
+        if limit.isdigit() and int(limit) and len(data) > int(limit):
+            return everyone(
+                Outcome(552, "5.3.4", f"Message too big for {host} (limit {limit} bytes)", host)
+            )
+        options: list[str] = []
+        if _needs_smtputf8(mail_from, rcpts, data):
+            if not client.supports_extension("smtputf8"):
+                return everyone(Outcome(553, "5.6.7", f"{host} does not support SMTPUTF8", host))
+            options.append("SMTPUTF8")
+        if client.supports_extension("8bitmime") and not data.isascii():
+            options.append("BODY=8BITMIME")
+        if limit.isdigit():
+            options.append(f"SIZE={len(data)}")
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        try:
+            await client.mail(mail_from, options=options, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            return everyone(_from_error(exc, host))
+        outcomes: dict[str, Outcome] = {}
+        accepted: list[str] = []
+        for rcpt in rcpts:
+            try:
+                response = await client.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPResponseException as exc:
+                outcomes[rcpt] = _from_error(exc, host)
+                continue
+            accepted.append(rcpt)
+            outcomes[rcpt] = Outcome(
+                response.code, _enhanced(response.message, response.code), "", host
+            )
+        if not accepted:
+            try:
+                await client.rset()
+            except aiosmtplib.SMTPException:
+                pass
+            return outcomes
+        try:
+            response = await client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            failed = _from_error(exc, host)
+            for rcpt in accepted:
+                outcomes[rcpt] = failed
+            return outcomes
+        done = Outcome(
+            response.code, _enhanced(response.message, response.code), _text(response.message), host
+        )
+        for rcpt in accepted:
+            outcomes[rcpt] = done
+        return outcomes
+
+
+def _needs_smtputf8(mail_from: str, rcpts: Sequence[str], data: bytes) -> bool:
+    if not mail_from.isascii() or not all(r.isascii() for r in rcpts):
+        return True
+    end = data.find(b"\r\n\r\n")
+    return not data[: end if end >= 0 else len(data)].isascii()
+
+
+def _enhanced(message: str, code: int) -> str:
+    head = message.split(" ", 1)[0]
+    parts = head.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts) and head[0] == str(code)[0]:
+        return head
+    return f"{str(code)[0]}.0.0"
+
+
+def _text(message: str) -> str:
+    head, _, rest = message.partition(" ")
+    parts = head.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return rest.replace("\n", " ").strip()
+    return message.replace("\n", " ").strip()
+
+
+def _from_error(exc: aiosmtplib.SMTPResponseException, host: str) -> Outcome:
+    return Outcome(exc.code, _enhanced(exc.message, exc.code), _text(exc.message), host)

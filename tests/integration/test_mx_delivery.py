@@ -1,0 +1,218 @@
+"""MX delivery against scripted SMTP servers on loopback, names from a test resolver.
+
+Each remote "MX host" is a real SMTP server (aiosmtpd) on its own loopback
+address (127.0.0.2, 127.0.0.3, ...) and the same port, as MX hosts on the
+Internet all listen on 25; ``DictResolver`` maps the names to those
+addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trustme
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from pochta.dns.mock import DictResolver
+from pochta.queue.remote import MXDeliverer
+
+MSG = b"From: alice@one.test\r\nTo: bob@two.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+@dataclass
+class Scripted:
+    """What a scripted MX answers, and what it received."""
+
+    rcpt_reply: Callable[[str], str] = lambda rcpt: "250 2.1.5 OK"
+    data_reply: str = "250 2.0.0 queued"
+    received: list[tuple[str, list[str], bytes, bool]] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self.rcpt_reply(address)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_reply.startswith("250"):
+            assert envelope.mail_from is not None and envelope.original_content is not None
+            self.received.append(
+                (
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    session.ssl is not None,
+                )
+            )
+        return self.data_reply
+
+
+Starter = Callable[..., Awaitable[Scripted]]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def port() -> int:
+    return free_port("127.0.0.2")
+
+
+@pytest.fixture
+async def servers(port: int, ca: trustme.CA) -> AsyncIterator[Starter]:
+    started: list[asyncio.Server] = []
+    loop = asyncio.get_running_loop()
+    cert = ca.issue_cert("mx.two.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+
+    async def start(host: str, script: Scripted, *, size: int = 0, tls: bool = False) -> Scripted:
+        def factory() -> SMTP:
+            return SMTP(
+                script,
+                hostname=host,
+                data_size_limit=size or None,
+                enable_SMTPUTF8=True,
+                tls_context=context if tls else None,
+            )
+
+        started.append(await loop.create_server(factory, host, port))
+        return script
+
+    yield start
+    for server in started:
+        server.close()
+        await server.wait_closed()
+
+
+def deliverer(zones: dict[str, dict[str, object]], port: int) -> MXDeliverer:
+    return MXDeliverer(DictResolver(zones), hostname="mail.one.test", port=port, timeout=5)
+
+
+ZONES: dict[str, dict[str, object]] = {
+    "two.test": {"MX": ["10 mx1.two.test", "20 mx2.two.test"]},
+    "mx1.two.test": {"A": ["127.0.0.2"]},
+    "mx2.two.test": {"A": ["127.0.0.3"]},
+}
+
+
+async def test_lowest_preference_first(servers: Starter, port: int) -> None:
+    first = await servers("127.0.0.2", Scripted())
+    second = await servers("127.0.0.3", Scripted())
+    out = await deliverer(ZONES, port).deliver("two.test", "alice@one.test", ["bob@two.test"], MSG)
+    assert out["bob@two.test"].delivered and out["bob@two.test"].remote_mta == "mx1.two.test"
+    assert len(first.received) == 1 and not second.received
+    assert first.received[0][:3] == ("alice@one.test", ["bob@two.test"], MSG)
+
+
+async def test_unreachable_mx_falls_back_to_the_next(servers: Starter, port: int) -> None:
+    second = await servers("127.0.0.3", Scripted())  # mx1 has nothing listening
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    assert out["bob@two.test"].delivered and out["bob@two.test"].remote_mta == "mx2.two.test"
+    assert len(second.received) == 1
+
+
+async def test_implicit_mx(servers: Starter, port: int) -> None:
+    host = await servers("127.0.0.4", Scripted())
+    zones: dict[str, dict[str, object]] = {"three.test": {"A": ["127.0.0.4"]}}
+    out = await deliverer(zones, port).deliver("three.test", "a@one.test", ["c@three.test"], MSG)
+    assert out["c@three.test"].delivered and len(host.received) == 1
+
+
+async def test_null_mx_and_missing_domain_fail_at_once(port: int) -> None:
+    zones: dict[str, dict[str, object]] = {"null.test": {"MX": ["0 ."]}}
+    d = deliverer(zones, port)
+    null = (await d.deliver("null.test", "a@one.test", ["x@null.test"], MSG))["x@null.test"]
+    assert (null.code, null.enhanced) == (556, "5.1.10")
+    gone = (await d.deliver("nowhere.test", "a@one.test", ["x@nowhere.test"], MSG))[
+        "x@nowhere.test"
+    ]
+    assert gone.permanent and gone.enhanced == "5.1.2"
+
+
+async def test_servfail_is_temporary(port: int) -> None:
+    resolver = DictResolver(ZONES)
+    resolver.zones.fail("two.test", "MX", "servfail")
+    d = MXDeliverer(resolver, hostname="mail.one.test", port=port, timeout=5)
+    out = (await d.deliver("two.test", "a@one.test", ["bob@two.test"], MSG))["bob@two.test"]
+    assert out.temporary and out.enhanced == "4.4.3"
+
+
+async def test_nobody_listening_is_temporary(port: int) -> None:
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    assert out["bob@two.test"].temporary
+
+
+async def test_per_recipient_replies(servers: Starter, port: int) -> None:
+    def rcpt(address: str) -> str:
+        return "550 5.1.1 No such user" if address.startswith("nobody") else "250 2.1.5 OK"
+
+    host = await servers("127.0.0.2", Scripted(rcpt_reply=rcpt))
+    out = await deliverer(ZONES, port).deliver(
+        "two.test", "a@one.test", ["bob@two.test", "nobody@two.test"], MSG
+    )
+    assert out["bob@two.test"].delivered
+    assert (out["nobody@two.test"].code, out["nobody@two.test"].enhanced) == (550, "5.1.1")
+    assert host.received[0][1] == ["bob@two.test"]
+
+
+async def test_data_refused_temporarily(servers: Starter, port: int) -> None:
+    await servers("127.0.0.2", Scripted(data_reply="451 4.3.0 try later"))
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    assert out["bob@two.test"].temporary and out["bob@two.test"].enhanced == "4.3.0"
+
+
+async def test_size_limit_respected_before_sending(servers: Starter, port: int) -> None:
+    host = await servers("127.0.0.2", Scripted(), size=len(MSG) - 1)
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    assert (out["bob@two.test"].code, out["bob@two.test"].enhanced) == (552, "5.3.4")
+    assert not host.received
+
+
+async def test_starttls_used_when_offered(servers: Starter, port: int) -> None:
+    host = await servers("127.0.0.2", Scripted(), tls=True)
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    assert out["bob@two.test"].delivered
+    assert host.received[0][3] is True  # the session was encrypted
+
+
+async def test_utf8_addresses_need_smtputf8(servers: Starter, port: int) -> None:
+    host = await servers("127.0.0.2", Scripted())
+    out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bøb@two.test"], MSG)
+    assert out["bøb@two.test"].delivered and host.received[0][1] == ["bøb@two.test"]
+
+
+async def test_connection_lost_mid_data_is_temporary(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx1.two.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250 mx1.two.test\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                await writer.drain()
+                await reader.read(10)
+                writer.close()
+                return
+            else:
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", port)
+    try:
+        out = await deliverer(ZONES, port).deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert out["bob@two.test"].temporary
