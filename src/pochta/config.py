@@ -365,6 +365,10 @@ class LimitsSettings:
     """Concurrent SMTP sessions per listener kind; more are refused with 421."""
     smtp_connections_per_ip: int = 20
     """Concurrent SMTP sessions from one client address."""
+    messages_per_hour: int = 1000
+    """Messages one user may submit per hour (a stolen password's blast radius)."""
+    recipients_per_hour: int = 5000
+    """Recipients one user may submit to per hour."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +426,8 @@ _LIMIT_RANGES: dict[str, tuple[int, int]] = {
     "recipients": (1, 1_000_000),
     "smtp_connections": (1, 1_000_000),
     "smtp_connections_per_ip": (1, 1_000_000),
+    "messages_per_hour": (1, 100_000_000),
+    "recipients_per_hour": (1, 100_000_000),
 }
 
 

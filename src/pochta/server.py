@@ -22,11 +22,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pochta.accounts import Accounts
+from pochta.accounts.login import LoginGuard
 from pochta.config import HostPort, Settings
+from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
+from pochta.pop3 import Pop3Service
+from pochta.queue.local import LocalDeliverer
+from pochta.queue.remote import MXDeliverer
+from pochta.queue.runner import Deliverer, QueueRunner
+from pochta.queue.spool import Spool
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
 from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
+from pochta.smtp.submission import SubmissionHandler
 from pochta.store import open_store
 from pochta.store.interface import Store
 
@@ -34,7 +42,7 @@ log = logging.getLogger("pochta.server")
 
 #: Listener kinds this version serves; the others are accepted in settings
 #: (they are part of the contract) and reported as skipped at start.
-SERVED = ("smtp", "lmtp")
+SERVED = ("smtp", "lmtp", "submission", "submissions", "pop3", "pop3s")
 
 
 class StartupError(UserFacingError):
@@ -98,7 +106,42 @@ class Server:
         self._smtp_limiter = ConnectionLimiter(
             settings.limits.smtp_connections, settings.limits.smtp_connections_per_ip
         )
+        #: One login guard for every protocol: failures count across them all.
+        self.guard = LoginGuard()
+        #: Shared by the pop3 and pop3s listeners (maildrop locks); made at start.
+        self._pop3: Pop3Service | None = None
+        #: The outbound queue; its deliverers are made at start.
+        self.queue = QueueRunner(
+            Spool(settings.data_dir),
+            hostname=settings.hostname,
+            settings=settings.delivery,
+            route=self._route,
+        )
+        self._local = LocalDeliverer(self.accounts, self.store)
+        self._remote: MXDeliverer | None = None
+        self._submission = SubmissionHandler(
+            hostname=settings.hostname,
+            accounts=self.accounts,
+            guard=self.guard,
+            queue=self.queue,
+            max_recipients=settings.limits.recipients,
+            max_message_size=settings.limits.message_size,
+            messages_per_hour=settings.limits.messages_per_hour,
+            recipients_per_hour=settings.limits.recipients_per_hour,
+        )
         self._stopped = asyncio.Event()
+
+    def _route(self, domain: str) -> Deliverer:
+        """Our own domains skip the network; the rest go to their MX."""
+        if self.accounts.is_local_domain(domain):
+            return self._local
+        if self._remote is None:
+            self._remote = MXDeliverer(
+                StubResolver.from_settings(self.settings.dns),
+                hostname=self.settings.hostname,
+                port=self.settings.delivery.smtp_port,
+            )
+        return self._remote
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -122,6 +165,10 @@ class Server:
         makers: dict[str, tuple[FactoryMaker, ssl.SSLContext | None]] = {
             "smtp": (self._smtp_factory, None),
             "lmtp": (self._lmtp_factory, None),
+            "submission": (self._submission_factory, None),
+            "submissions": (self._submissions_factory, self.tls),
+            "pop3": (self._pop3_factory, None),
+            "pop3s": (self._pop3_factory, self.tls),
         }
         try:
             for kind, (maker, implicit_tls) in makers.items():
@@ -133,6 +180,7 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+        self.queue.start()
 
     def _smtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
         return self._smtp_template(PochtaSMTP, sessions).clone
@@ -140,19 +188,49 @@ class Server:
     def _lmtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
         return self._smtp_template(PochtaLMTP, sessions).clone
 
-    def _smtp_template(self, cls: type[PochtaSMTP], sessions: set[Session]) -> PochtaSMTP:
+    def _pop3_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        if self._pop3 is None:
+            self._pop3 = Pop3Service(
+                hostname=self.settings.hostname,
+                store=self.store,
+                accounts=self.accounts,
+                guard=self.guard,
+                tls=self.tls,
+                allow_plaintext=self.settings.auth.allow_plaintext_without_tls,
+            )
+        return self._pop3.factory(sessions)
+
+    def _submission_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        return self._smtp_template(PochtaSMTP, sessions, submission=True).clone
+
+    def _submissions_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        # Implicit TLS (RFC 8314 §3.3): the connection is already encrypted,
+        # so STARTTLS is not offered.
+        template = self._smtp_template(PochtaSMTP, sessions, submission=True, starttls=False)
+        return template.clone
+
+    def _smtp_template(
+        self,
+        cls: type[PochtaSMTP],
+        sessions: set[Session],
+        *,
+        submission: bool = False,
+        starttls: bool = True,
+    ) -> PochtaSMTP:
         """The protocol every session of one listener is cloned from."""
         return cls(
-            self._inbound,
+            self._submission if submission else self._inbound,
             sessions=sessions,
             limiter=self._smtp_limiter,
-            auth_enabled=False,
+            auth_enabled=submission,
+            auth_required=submission,  # RFC 6409 §4.3: MAIL needs AUTH first
+            allow_plaintext_auth=self.settings.auth.allow_plaintext_without_tls,
             hostname=self.settings.hostname,
             ident="LMTP Pochta" if cls.lmtp else "ESMTP Pochta",
             data_size_limit=self.settings.limits.message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
-            tls_context=self.tls,
+            tls_context=self.tls if starttls else None,
             timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
         )
 
@@ -188,6 +266,8 @@ class Server:
         for listener in self.listeners:
             listener.server.close()
         await self._inbound.drain(grace)
+        await self._submission.drain(grace)
+        await self.queue.stop(grace)
         for listener in self.listeners:
             for session in list(listener.sessions):
                 session.shutdown()
@@ -197,6 +277,7 @@ class Server:
             except TimeoutError:
                 pass
         self.listeners.clear()
+        self.queue.spool.close()
         if self._own_store:
             await self.store.close()
         if self._own_accounts:

@@ -84,7 +84,7 @@ def test_open_creates_parent_dir_schema_and_wal(db_path: Path) -> None:
     Accounts.open(db_path, hasher=cheap_hasher()).close()
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
 
 
 def test_reopen_keeps_data(db_path: Path) -> None:
@@ -510,3 +510,54 @@ def test_postmaster_always_resolves(accounts: Accounts) -> None:
     assert accounts.resolve(f"PostMaster@{D}").users == (f"first@{D}",)
     accounts.add_alias(f"postmaster@{D}", f"second@{D}")
     assert accounts.resolve(f"postmaster@{D}").users == (f"second@{D}",)
+
+
+def test_sender_allowed(accounts: Accounts) -> None:
+    """RFC 6409 §6.1: submission checks the sender against the user's addresses."""
+    accounts.add_user(f"ann@{D}", "pw")
+    accounts.add_user(f"ben@{D}", "pw")
+    accounts.add_alias(f"sales@{D}", f"ann@{D}")
+    accounts.add_alias(f"team@{D}", f"ann@{D}")
+    accounts.add_alias(f"team@{D}", f"ben@{D}")
+    accounts.add_alias(f"@{D}", f"ben@{D}")  # catch-all
+    ann = f"ann@{D}"
+    assert accounts.sender_allowed(ann, f"ann@{D}")
+    assert accounts.sender_allowed(ann, f"Ann+news@{D.upper()}")
+    assert accounts.sender_allowed(ann, f"sales@{D}")
+    assert accounts.sender_allowed(ann, f"team@{D}")
+    assert not accounts.sender_allowed(ann, f"ben@{D}")
+    assert not accounts.sender_allowed(f"ben@{D}", f"random@{D}")  # not via catch-all
+    assert not accounts.sender_allowed(ann, "ann@elsewhere.test")
+    assert not accounts.sender_allowed(ann, "not an address")
+
+
+def test_schema_1_is_migrated_and_scram_keys_follow_passwords(db_path: Path) -> None:
+    from pochta.sasl import scram_credentials
+
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute("CREATE TABLE domains (name TEXT PRIMARY KEY, created INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE users (address TEXT PRIMARY KEY, local TEXT NOT NULL, domain TEXT"
+            " NOT NULL, password_hash TEXT NOT NULL, created INTEGER NOT NULL,"
+            " UNIQUE (domain, local))"
+        )
+        db.execute(
+            "CREATE TABLE aliases (alias TEXT NOT NULL, target TEXT NOT NULL, domain TEXT"
+            " NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (alias, target))"
+        )
+        db.execute("INSERT INTO domains VALUES ('example.test', 0)")
+        db.execute("INSERT INTO users VALUES ('old@example.test', 'old', 'example.test', 'x', 0)")
+    with Accounts.open(db_path, hasher=cheap_hasher()) as acc:
+        assert acc.scram_credentials("old@example.test") is None
+        acc.set_password("old@example.test", "new-pw")
+        creds = acc.scram_credentials("OLD@example.test")
+        assert creds is not None
+        assert creds.stored_key == scram_credentials("new-pw", salt=creds.salt).stored_key
+        acc.add_user("fresh@example.test", "pw")
+        assert acc.scram_credentials("fresh@example.test") is not None
+        assert acc.scram_credentials("nobody@example.test") is None
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]

@@ -30,6 +30,7 @@ one-line message; SQLite errors (a locked or corrupt file) are wrapped in an
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sqlite3
 import threading
@@ -62,10 +63,11 @@ from pochta.accounts.errors import (
     UserNotFound,
 )
 from pochta.accounts.passwords import check_password_text, default_hasher
+from pochta.sasl import ScramCredentials, scram_credentials
 
 __all__ = ["MAX_ALIAS_DEPTH", "SCHEMA_VERSION", "Accounts", "Alias", "Resolution", "User"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How many alias hops ``resolve`` follows before it stops expanding.
 MAX_ALIAS_DEPTH = 8
 #: Milliseconds a statement waits for another connection's write lock.
@@ -83,6 +85,7 @@ _SCHEMA = (
         domain TEXT NOT NULL REFERENCES domains(name),
         password_hash TEXT NOT NULL,
         created INTEGER NOT NULL,
+        scram TEXT,
         UNIQUE (domain, local)
     ) WITHOUT ROWID""",
     """CREATE TABLE aliases (
@@ -240,6 +243,7 @@ class Accounts:
         user = _user_from_address(parse_address(address))
         check_password_text(password)
         password_hash = self._hasher.hash(password)  # slow: outside the lock
+        scram = scram_credentials(password).dump()
         with self._write() as db:
             if not _domain_exists(db, user.domain):
                 raise DomainNotFound(f"no such domain {user.domain}")
@@ -248,9 +252,9 @@ class Accounts:
             if _alias_exists(db, user.address):
                 raise AliasExists(f"{user.address} is already an alias; delete the alias first")
             db.execute(
-                "INSERT INTO users (address, local, domain, password_hash, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (user.address, user.local, user.domain, password_hash, _now()),
+                "INSERT INTO users (address, local, domain, password_hash, created, scram)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (user.address, user.local, user.domain, password_hash, _now(), scram),
             )
         return user
 
@@ -294,12 +298,45 @@ class Accounts:
         key = parse_address(address).key
         check_password_text(password)
         password_hash = self._hasher.hash(password)
+        scram = scram_credentials(password).dump()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE users SET password_hash = ? WHERE address = ?", (password_hash, key)
+                "UPDATE users SET password_hash = ?, scram = ? WHERE address = ?",
+                (password_hash, scram, key),
             )
             if cursor.rowcount == 0:
                 raise UserNotFound(f"no such user {key}")
+
+    def scram_credentials(self, address: str) -> ScramCredentials | None:
+        """The user's SCRAM-SHA-256 keys (RFC 5802 §3), None if unknown or not yet made."""
+        try:
+            key = parse_address(address).key
+        except AddressError:
+            return None
+        with self._read() as db:
+            row = db.execute("SELECT scram FROM users WHERE address = ?", (key,)).fetchone()
+        if row is None or not row[0]:
+            return None
+        return ScramCredentials.load(row[0])
+
+    def credential_stamp(self, address: str) -> str | None:
+        """An opaque value that changes whenever the user's password hash changes.
+
+        None for an unknown or unparsable address. One indexed query and a
+        BLAKE2 digest, no argon2: cheap enough for the event loop. Login
+        caches (``pochta.accounts.login``) compare it to decide whether a
+        remembered verification still holds; the hash itself never leaves
+        this module.
+        """
+        try:
+            key = parse_address(address).key
+        except AddressError:
+            return None
+        with self._read() as db:
+            stored = _password_hash(db, key)
+        if stored is None:
+            return None
+        return hashlib.blake2b(stored.encode(), digest_size=16).hexdigest()
 
     def authenticate(self, address: str, password: str) -> User | None:
         """The user if ``password`` is right, else None. Blocking: run in a thread.
@@ -405,6 +442,31 @@ class Accounts:
             return [Alias(*row) for row in rows]
 
     # --- delivery -------------------------------------------------------------
+
+    def sender_allowed(self, user: str, address: str) -> bool:
+        """May ``user`` send as ``address`` (submission, RFC 6409 §6.1)?
+
+        Yes for the user's own address, its subaddresses (``user+tag@``), and
+        every explicit alias (or alias chain) that delivers to the user —
+        also one with several targets. Not through a catch-all ``@domain``:
+        that would let its owner send as anybody at the domain.
+        """
+        try:
+            parsed = parse_address(address)
+        except AddressError:
+            return False
+        base, tag = split_subaddress(parsed.local)
+        keys = [parsed.key]
+        if tag is not None:
+            keys.append(Address(base, parsed.domain).key)
+        with self._read() as db:
+            for key in keys:
+                if key == user:
+                    return True
+                users = _expand(db, key)
+                if users is not None and user in users:
+                    return True
+        return False
 
     def resolve(self, address: str) -> Resolution:
         """Which local users receive mail for ``address`` (an SMTP RCPT).
@@ -538,6 +600,12 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             else:
                 row = db.execute("SELECT max(version) FROM schema_version").fetchone()
                 version = row[0] if row and row[0] is not None else 0
+                if version == 1:
+                    # 2: SCRAM-SHA-256 keys (RFC 5802 §3), made at the next
+                    # password change; until then SCRAM fails for that user.
+                    db.execute("ALTER TABLE users ADD COLUMN scram TEXT")
+                    db.execute("UPDATE schema_version SET version = 2")
+                    version = 2
         except BaseException:
             db.execute("ROLLBACK")
             raise

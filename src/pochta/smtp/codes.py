@@ -53,6 +53,17 @@ BARE_NEWLINE = Reply(
     550, "5.5.2", "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 §2.3.8)"
 )
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6)")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)  # RFC 4954 §6
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
+AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed logins; try again later")
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")
+FROM_NOT_OWNED = Reply(553, "5.7.1", "From: header address not owned by the authenticated user")
+NO_FROM = Reply(550, "5.6.0", "Message has no From: header")
+RATE_LIMITED = Reply(450, "4.7.1", "Sending limit per hour reached; try again later")
 AUTH_UNAVAILABLE = Reply(502, "5.5.1", "AUTH is not available on this port; use submission")
 BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 

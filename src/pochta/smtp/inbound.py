@@ -18,21 +18,13 @@ The transaction, RFC 5321 §3.3:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from pochta.accounts import AddressError, parse_address
 from pochta.smtp import codes
-from pochta.smtp.policy import (
-    TraceInfo,
-    has_bare_newline,
-    new_queue_id,
-    protocol_name,
-    received_header,
-    return_path_header,
-)
+from pochta.smtp.handler import BaseHandler
+from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
 from pochta.store.deliver import deliver_to_users
 
@@ -43,8 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pochta.smtp.inbound")
 
 
-class InboundHandler:
-    """aiosmtpd handler hooks for the MX listener."""
+class InboundHandler(BaseHandler):
+    """aiosmtpd handler hooks for the MX (and LMTP) listener."""
 
     def __init__(
         self,
@@ -55,33 +47,11 @@ class InboundHandler:
         max_recipients: int,
         max_message_size: int,
     ) -> None:
-        self.hostname = hostname
+        super().__init__(
+            hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
+        )
         self.accounts = accounts
         self.store = store
-        self.max_recipients = max_recipients
-        self.max_message_size = max_message_size
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def drain(self, grace: float) -> None:
-        """Wait until no delivery is in progress (for a graceful stop)."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            log.warning("stop: %d deliveries still running after %.0fs", self._inflight, grace)
-
-    async def handle_EHLO(
-        self,
-        server: PochtaSMTP,
-        session: PochtaSession,
-        envelope: PochtaEnvelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        """RFC 5321 §4.1.1.1 EHLO: remember the name, list our extensions."""
-        session.host_name = hostname
-        return server.extensions(responses)
 
     async def handle_MAIL(
         self,
@@ -133,40 +103,21 @@ class InboundHandler:
         """RFC 5321 §4.1.1.4 DATA: check, add trace headers, store durably, then 250."""
         data = envelope.original_content
         assert data is not None  # aiosmtpd sets it before calling this hook
-        if has_bare_newline(data):
-            return str(codes.BARE_NEWLINE)
-        if len(data) > self.max_message_size:
-            return str(codes.MESSAGE_TOO_BIG)
+        refusal = self.check_data(data)
+        if refusal is not None:
+            return str(refusal)
         queue_id = new_queue_id()
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts: list[str] = envelope.rcpt_tos
-        trace = TraceInfo(
-            helo=session.host_name or "unknown",
-            peer_ip=session.peer_ip,
-            hostname=self.hostname,
-            protocol=protocol_name(
-                extended=session.extended_smtp,
-                tls=session.tls_info is not None or server._tls_protocol is not None,
-                authenticated=False,
-                lmtp=server.lmtp,
-            ),
-            queue_id=queue_id,
-            recipient=rcpts[0] if len(rcpts) == 1 else None,
-            tls=session.tls_info,
-            timestamp=time.time(),
+        message = (
+            return_path_header(mail_from) + self.received(server, session, rcpts, queue_id) + data
         )
-        message = return_path_header(mail_from) + received_header(trace) + data
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            await deliver_to_users(self.store, message, envelope.users)
-        except Exception:
-            log.exception("queue_id=%s store failed; told the client to retry", queue_id)
-            return str(codes.LOCAL_ERROR)
-        finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+        with self.delivering():
+            try:
+                await deliver_to_users(self.store, message, envelope.users)
+            except Exception:
+                log.exception("queue_id=%s store failed; told the client to retry", queue_id)
+                return str(codes.LOCAL_ERROR)
         log.info(
             "queue_id=%s from=<%s> to=%s size=%d result=stored",
             queue_id,

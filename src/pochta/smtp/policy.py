@@ -19,7 +19,7 @@ import email.utils
 import itertools
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 #: RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with the CRLF.
@@ -130,3 +130,29 @@ class ConnectionLimiter:
         self._by_ip[ip] -= 1
         if self._by_ip[ip] <= 0:
             del self._by_ip[ip]
+
+
+class HourlyLimit:
+    """Counts events per key over the last hour (a sliding window).
+
+    ``take(key, n)`` records ``n`` events and says whether the key stays
+    within ``limit``; refused events are not recorded.
+    """
+
+    WINDOW = 3600.0
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._events: dict[str, deque[tuple[float, int]]] = {}
+        self._counts: Counter[str] = Counter()
+
+    def take(self, key: str, n: int = 1, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        events = self._events.setdefault(key, deque())
+        while events and events[0][0] <= now - self.WINDOW:
+            self._counts[key] -= events.popleft()[1]
+        if self._counts[key] + n > self.limit:
+            return False
+        events.append((now, n))
+        self._counts[key] += n
+        return True

@@ -23,6 +23,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, _AuthMechAttr, syntax
 
+from pochta import sasl
 from pochta.smtp import codes
 from pochta.smtp.policy import MAX_LINE_LENGTH, ConnectionLimiter
 
@@ -76,9 +77,11 @@ class PochtaSMTP(SMTP):
         limiter: ConnectionLimiter,
         sessions: set[Any] | None = None,
         auth_enabled: bool = False,
+        allow_plaintext_auth: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._allow_plaintext_auth = allow_plaintext_auth
         self._limiter = limiter
         #: The listener's open sessions, so a graceful stop can reach them.
         self._sessions: set[Any] = sessions if sessions is not None else set()
@@ -318,20 +321,97 @@ class PochtaSMTP(SMTP):
                 too_much = True
                 del buf[:-5]
 
+    def auth_allowed(self) -> bool:
+        """May a password cross this connection? Only over TLS (RFC 8314 §3,
+        RFC 4954 §4), unless the settings allow plaintext (local tests)."""
+        session = self.session
+        tls = self._tls_protocol is not None or (
+            isinstance(session, PochtaSession) and session.tls_info is not None
+        )
+        return tls or self._allow_plaintext_auth
+
+    @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str) -> None:
-        """RFC 4954 §4: AUTH only where a listener offers it (submission)."""
+        """RFC 4954 §4 AUTH, with the mechanisms of ``pochta.sasl``.
+
+        aiosmtpd's own AUTH calls a synchronous authenticator on the event
+        loop; password checks here are awaited (argon2 runs off the loop,
+        throttled) through the handler's ``check_password``.
+        """
         if not self._auth_enabled:
             await self.push(str(codes.AUTH_UNAVAILABLE))
             return
-        await super().smtp_AUTH(arg)
+        if await self.check_helo_needed("EHLO"):
+            return
+        session = self.session
+        envelope = self.envelope
+        assert isinstance(session, PochtaSession) and envelope is not None
+        if not session.extended_smtp:
+            await self.push("503 5.5.1 Send EHLO first")
+            return
+        if not self.auth_allowed():
+            await self.push(str(codes.ENCRYPTION_REQUIRED))
+            return
+        if session.authenticated:
+            await self.push("503 5.5.1 Already authenticated")
+            return
+        if envelope.mail_from:
+            await self.push("503 5.5.1 AUTH not allowed during a mail transaction")
+            return
+        parts = (arg or "").split()
+        if not parts or len(parts) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        mechanism = self.event_handler.sasl_mechanism(parts[0].upper())
+        if mechanism is None:
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        try:
+            initial = None
+            if len(parts) == 2:  # RFC 4954 §4: "=" is an empty initial response
+                initial = b"" if parts[1] == "=" else sasl.b64decode(parts[1])
+            step = mechanism.start(initial)
+            while isinstance(step, sasl.Challenge):
+                response = await self._auth_response(step.data)
+                if response is None:
+                    return
+                step = mechanism.step(response)
+            if isinstance(step, sasl.Verified):
+                # RFC 4954 §4: the server-final data goes out as one more
+                # challenge; the client answers it with an empty line.
+                if await self._auth_response(step.final) is None:
+                    return
+        except sasl.SaslError:
+            await self.push(str(codes.AUTH_FAILED))
+            return
+        reply = await self.event_handler.authenticated(self, session, step)
+        await self.push(reply)
+
+    async def _auth_response(self, challenge: bytes) -> bytes | None:
+        """Send ``334 <challenge>``, read the answer; None if cancelled or broken."""
+        await self.push("334 " + sasl.b64encode(challenge))
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError):
+            await self.push("500 5.5.6 Authentication exchange line is too long")
+            return None
+        line = line.rstrip(b"\r\n")
+        if line == b"*":
+            await self.push("501 5.0.0 Authentication cancelled")
+            return None
+        try:
+            return sasl.b64decode(line)
+        except sasl.SaslError:
+            await self.push("501 5.5.2 Cannot decode the response")
+            return None
 
     def extensions(self, responses: list[str]) -> list[str]:
         """Adjust aiosmtpd's EHLO lines: add PIPELINING (RFC 2920) and
         ENHANCEDSTATUSCODES (RFC 2034), drop AUTH where it is not offered."""
         body = [r[4:] for r in responses[1:]]
-        if not self._auth_enabled:
-            body = [b for b in body if not b.startswith("AUTH")]
-        body = [b for b in body if b != "HELP"]
+        body = [b for b in body if not b.startswith("AUTH") and b != "HELP"]
+        if self._auth_enabled and self.auth_allowed():
+            body.append("AUTH " + " ".join(self.event_handler.sasl_names()))
         body += ["PIPELINING", "ENHANCEDSTATUSCODES"]
         lines = [responses[0]] + [f"250-{b}" for b in body]
         last = lines[-1]
