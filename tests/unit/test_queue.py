@@ -212,3 +212,33 @@ async def test_dsn_of_odd_messages(tmp_path: Path, bad: bytes) -> None:
     await runner.run_once()
     assert local.got and local.got[0][2].endswith(b"--\r\n")
     runner.spool.close()
+
+
+def test_queue_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pochta.cli import _register, cli
+
+    _register()
+    config = tmp_path / "pochta.toml"
+    config.write_text('hostname = "mail.one.test"\ndata_dir = "data"\n')
+    spool = Spool(tmp_path / "data")
+    spool.enqueue("QID1", "alice@one.test", ["bob@two.test"], MSG, now=1.0)
+    spool.record("QID1", {"bob@two.test": LATER}, 2.0, (3600,), 10**9)
+    spool.close()
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--config", str(config), "queue", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    listing = run("list")
+    assert "QID1" in listing and "<bob@two.test>  queued  attempts=1" in listing
+    assert "451 4.7.1 Greylisted, try later" in listing
+    assert "1 recipients due now" in run("flush")
+    assert "QID1: 1 recipients due now" in run("retry", "QID1")
+    assert "QID1: deleted" in run("delete", "QID1")
+    assert run("list").strip() == "queue is empty"
+    missing = runner.invoke(cli, ["--config", str(config), "queue", "delete", "QID1"])
+    assert missing.exit_code != 0

@@ -1,0 +1,165 @@
+"""Two Pochta servers for two domains, found through MX records in a real DNS server.
+
+alice@one.test submits to server A over 587 (STARTTLS + AUTH); A's queue
+looks up two.test's MX in the loopback DNS server, delivers to server B on
+port 25's stand-in, and bob@two.test finds it in his Maildir. Refusals come
+back to alice as DSNs in her INBOX on A.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from tests.conftest import FAST_HASHER, ServerThread
+from tests.dnsserver import DNSTestServer
+
+from pochta.accounts import Accounts
+from pochta.config import load_settings
+from pochta.queue import QueuedMessage
+
+
+@dataclass
+class Pair:
+    a: ServerThread
+    b: ServerThread
+    dns: DNSTestServer
+
+
+def free_port_on(*hosts: str) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
+def make_server(
+    root: Path, ca: trustme.CA, domain: str, ip: str, port: int, dns: str, users: list[str]
+) -> ServerThread:
+    root.mkdir()
+    issued = ca.issue_cert(f"mail.{domain}", ip)
+    (root / "cert.pem").write_bytes(b"".join(b.bytes() for b in issued.cert_chain_pems))
+    (root / "key.pem").write_bytes(issued.private_key_pem.bytes())
+    (root / "pochta.toml").write_text(
+        f'hostname = "mail.{domain}"\ndata_dir = "data"\n'
+        f'[listen]\nsmtp = ["{ip}:{port}"]\nsubmission = ["{ip}:0"]\n'
+        '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
+        f'[dns]\nnameservers = ["{dns}"]\n'
+        f"[delivery]\nsmtp_port = {port}\nretry_intervals = [1]\n"
+    )
+    settings = load_settings(root / "pochta.toml")
+    accounts = Accounts.open(settings.data_dir / "accounts.sqlite", hasher=FAST_HASHER)
+    accounts.add_domain(domain)
+    for user in users:
+        accounts.add_user(user, "pw-" + user)
+    accounts.close()
+    server = ServerThread(settings)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def pair(tmp_path: Path, ca: trustme.CA) -> Iterator[Pair]:
+    port = free_port_on("127.0.0.2", "127.0.0.3")
+    zones = {
+        "one.test": {"MX": ["10 mail.one.test"]},
+        "mail.one.test": {"A": ["127.0.0.2"]},
+        "two.test": {"MX": ["10 mail.two.test"]},
+        "mail.two.test": {"A": ["127.0.0.3"]},
+    }
+    with DNSTestServer(zones) as dns:
+        a = make_server(tmp_path / "a", ca, "one.test", "127.0.0.2", port, dns.hostport,
+                        ["alice@one.test"])  # fmt: skip
+        b = make_server(tmp_path / "b", ca, "two.test", "127.0.0.3", port, dns.hostport,
+                        ["bob@two.test"])  # fmt: skip
+        try:
+            yield Pair(a, b, dns)
+        finally:
+            a.stop()
+            b.stop()
+
+
+def submit(server: ServerThread, ca: trustme.CA, user: str, rcpts: list[str], body: str) -> None:
+    """Send ``body`` as ``user`` through ``server``'s submission port."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with smtplib.SMTP(*server.address("submission"), timeout=10) as client:
+        client.starttls(context=context)
+        client.login(user, "pw-" + user)
+        client.sendmail(user, rcpts, body)
+
+
+def wait_inbox(server: ServerThread, user: str, count: int = 1, timeout: float = 15) -> list[bytes]:
+    local, domain = user.split("@")
+    new = server.settings.data_dir / "mail" / domain / local / "new"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(new.iterdir()) if new.is_dir() else []
+        if len(files) >= count:
+            return [f.read_bytes() for f in files]
+        time.sleep(0.05)
+    raise AssertionError(f"{user} has {len(files)} messages, expected {count}")
+
+
+def test_mail_crosses_domains_through_mx(pair: Pair, ca: trustme.CA) -> None:
+    body = "From: alice@one.test\r\nTo: bob@two.test\r\nSubject: across\r\n\r\nHello Bob\r\n"
+    submit(pair.a, ca, "alice@one.test", ["bob@two.test"], body)
+    (data,) = wait_inbox(pair.b, "bob@two.test")
+    assert b"Subject: across" in data and b"Hello Bob" in data
+    assert data.startswith(b"Return-Path: <alice@one.test>\r\nReceived: from mail.one.test")
+    assert b"by mail.two.test (Pochta) with ESMTPS" in data  # opportunistic STARTTLS
+    assert b"by mail.one.test (Pochta) with ESMTPSA" in data
+    # And back again.
+    submit(pair.b, ca, "bob@two.test", ["alice@one.test"],
+           "From: bob@two.test\r\nSubject: re: across\r\n\r\nHi Alice\r\n")  # fmt: skip
+    (reply,) = wait_inbox(pair.a, "alice@one.test")
+    assert b"Subject: re: across" in reply
+
+
+def test_refusal_comes_back_as_a_dsn(pair: Pair, ca: trustme.CA) -> None:
+    submit(pair.a, ca, "alice@one.test", ["nobody@two.test"],
+           "From: alice@one.test\r\nSubject: lost\r\n\r\nx\r\n")  # fmt: skip
+    (dsn,) = wait_inbox(pair.a, "alice@one.test")
+    assert dsn.startswith(b"Return-Path: <>\r\n")
+    parsed = email.message_from_bytes(dsn, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/report"
+    text = dsn.decode()
+    assert "Final-Recipient: rfc822; nobody@two.test" in text
+    assert "Action: failed" in text and "Status: 5.1.1" in text
+    assert "Remote-MTA: dns; mail.two.test" in text
+    assert "Subject: lost" in text
+
+
+def test_unreachable_domain_is_retried_then_delivered(pair: Pair, ca: trustme.CA) -> None:
+    pair.dns.zones.fail("two.test", "MX", "servfail")
+    submit(pair.a, ca, "alice@one.test", ["bob@two.test"],
+           "From: alice@one.test\r\nSubject: later\r\n\r\nx\r\n")  # fmt: skip
+    time.sleep(0.5)
+    (message,) = pair.a.call(lambda: _messages(pair.a))
+    assert message.recipients[0].state == "queued"
+    assert message.recipients[0].last_reply is not None
+    assert message.recipients[0].last_reply.startswith("451 4.4.3")
+    pair.dns.zones.fail("two.test", "MX", None)
+    (data,) = wait_inbox(pair.b, "bob@two.test")
+    assert b"Subject: later" in data
+
+
+async def _messages(server: ServerThread) -> list[QueuedMessage]:
+    return server.server.queue.spool.messages()
