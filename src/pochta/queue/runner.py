@@ -35,7 +35,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
 
 from pochta.config import DeliverySettings
 from pochta.queue.dsn import RecipientStatus, build_dsn
@@ -45,8 +46,12 @@ from pochta.smtp.policy import new_queue_id
 
 log = logging.getLogger("pochta.queue")
 
+T = TypeVar("T")
+
 #: Longest sleep between looks at the spool, seconds.
 POLL = 5.0
+#: Seconds between looks for messages that need a delay notice.
+DELAY_CHECK = 60.0
 
 
 class Deliverer(Protocol):
@@ -77,6 +82,17 @@ class QueueRunner:
         self._per_domain: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._next_delay_check = 0.0
+        self._executor = ThreadPoolExecutor(4, thread_name_prefix="pochta-queue")
+
+    async def _io(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking spool work on the queue's own threads.
+
+        Not the loop's default executor: that one also runs argon2 for
+        logins, and a burst of logins must not hold up mail that is already
+        accepted.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- life cycle ----------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +110,7 @@ class QueueRunner:
             for task in pending:
                 task.cancel()  # not recorded: retried after restart
             await asyncio.gather(*pending, return_exceptions=True)
+        self._executor.shutdown(wait=True)
 
     def wake(self) -> None:
         """New mail or an operator's flush: look at the spool now."""
@@ -102,7 +119,7 @@ class QueueRunner:
     async def enqueue(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
         """Spool a message durably and schedule it; returns its queue id."""
         qid = new_queue_id()
-        await asyncio.to_thread(self.spool.enqueue, qid, mail_from, rcpts, data, self.clock())
+        await self._io(self.spool.enqueue, qid, mail_from, rcpts, data, self.clock())
         self.wake()
         return qid
 
@@ -125,7 +142,7 @@ class QueueRunner:
             except Exception:
                 log.exception("queue runner pass failed; retrying")
             timeout = POLL
-            next_due = await asyncio.to_thread(self.spool.next_due)
+            next_due = await self._io(self.spool.next_due)
             if next_due is not None:
                 timeout = min(POLL, max(0.0, next_due - self.clock()))
             try:
@@ -136,7 +153,7 @@ class QueueRunner:
 
     async def _tick(self) -> None:
         now = self.clock()
-        work = await asyncio.to_thread(self.spool.due, now, tuple(self._inflight))
+        work = await self._io(self.spool.due, now, tuple(self._inflight))
         for item in work:
             if len(self._inflight) >= self.settings.concurrency:
                 break
@@ -147,7 +164,10 @@ class QueueRunner:
             task = asyncio.create_task(self._deliver(item), name=f"deliver-{item.qid}")
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._done, key))
-        if self.settings.delay_notice:
+        if self.settings.delay_notice and now >= self._next_delay_check:
+            # Delay notices are hours late by nature; look for them once a
+            # minute, not on every wake-up.
+            self._next_delay_check = now + DELAY_CHECK
             await self._delay_notices(now)
 
     def _done(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
@@ -159,10 +179,10 @@ class QueueRunner:
 
     async def _deliver(self, item: Work) -> None:
         try:
-            data = await asyncio.to_thread(self.spool.read, item.qid)
+            data = await self._io(self.spool.read, item.qid)
         except FileNotFoundError:
             log.warning("queue_id=%s message file missing; dropping", item.qid)
-            await asyncio.to_thread(self.spool.delete, item.qid)
+            await self._io(self.spool.delete, item.qid)
             return
         deliverer = self.route(item.domain)
         try:
@@ -172,7 +192,7 @@ class QueueRunner:
             outcomes = {}
         for rcpt in item.rcpts:  # a deliverer that forgot someone: try again later
             outcomes.setdefault(rcpt, Outcome(451, "4.3.0", "Delivery attempt did not complete"))
-        failed, _finished = await asyncio.to_thread(
+        failed, _finished = await self._io(
             self.spool.record,
             item.qid,
             outcomes,
@@ -219,13 +239,13 @@ class QueueRunner:
         )
 
     async def _delay_notices(self, now: float) -> None:
-        late = await asyncio.to_thread(self.spool.delayed, now - self.settings.delay_notice)
+        late = await self._io(self.spool.delayed, now - self.settings.delay_notice)
         for message in late:
             pending = [r for r in message.recipients if r.state == "queued"]
             if not pending:
                 continue
             try:
-                data = await asyncio.to_thread(self.spool.read, message.qid)
+                data = await self._io(self.spool.read, message.qid)
             except FileNotFoundError:
                 continue
             statuses = [
@@ -236,7 +256,7 @@ class QueueRunner:
                 for r in pending
             ]
             item = Work(message.qid, message.mail_from, message.created, "", (), 0)
-            await asyncio.to_thread(self.spool.mark_delay_notified, message.qid)
+            await self._io(self.spool.mark_delay_notified, message.qid)
             await self._bounce(item, data, statuses, message.created + self.settings.max_age)
 
 

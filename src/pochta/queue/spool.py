@@ -298,12 +298,19 @@ class Spool:
         return None if row is None or row[0] is None else float(row[0])
 
     def delayed(self, older_than: float) -> list[QueuedMessage]:
-        """Messages queued before ``older_than`` not yet delay-notified."""
-        return [
-            m
-            for m in self.messages()
-            if m.created <= older_than and not m.delay_notified and m.mail_from
-        ]
+        """Messages queued before ``older_than``, still pending, not yet delay-notified
+        (never for the null sender: no DSN about a DSN)."""
+        with self._lock:
+            qids = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT qid FROM messages m WHERE created <= ? AND delay_notified = 0"
+                    " AND mail_from != '' AND EXISTS (SELECT 1 FROM recipients r"
+                    " WHERE r.qid = m.qid AND r.state = ?)",
+                    (older_than, QUEUED),
+                )
+            ]
+        return [m for qid in qids for m in self.messages(qid)]
 
     def messages(self, qid: str | None = None) -> list[QueuedMessage]:
         with self._lock:
