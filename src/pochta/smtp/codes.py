@@ -50,7 +50,9 @@ BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")  # RFC 3463 §3.2 X.1.3
 BAD_SENDER_ADDRESS = Reply(553, "5.1.7", "Malformed sender address")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 BARE_NEWLINE = Reply(
-    550, "5.5.2", "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)"
+    550,
+    "5.5.2",
+    "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)",
 )
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6)")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6

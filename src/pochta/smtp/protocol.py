@@ -376,11 +376,10 @@ class PochtaSMTP(SMTP):
                 if response is None:
                     return
                 step = mechanism.step(response)
-            if isinstance(step, sasl.Verified):
-                # RFC 4954 §4: the server-final data goes out as one more
-                # challenge; the client answers it with an empty line.
-                if await self._auth_response(step.final) is None:
-                    return
+            # RFC 4954 §4: SCRAM's server-final data goes out as one more
+            # challenge; the client answers it with an empty line.
+            if isinstance(step, sasl.Verified) and await self._auth_response(step.final) is None:
+                return
         except sasl.SaslError:
             await self.push(str(codes.AUTH_FAILED))
             return
