@@ -7,7 +7,8 @@ It serves a :class:`pochta.dns.mock.Zones` -- the same data a unit test gives
         settings_text = f'[dns]\\nnameservers = ["{dns.hostport}"]'
         dns.zones.set("mail.one.test", "A", ["127.0.0.1"])   # change it live
 
-It answers as a recursive resolver would: NXDOMAIN for unknown names, CNAME
+It answers as a recursive resolver would: NXDOMAIN for unknown names (with
+an SOA, so negative answers are cached only for ``ttl``), CNAME
 chains in the answer section, the AD bit for names marked authentic, and the
 failures injected with ``zones.fail(name, type, "servfail"|"refused"|"timeout")``
 ("timeout" = no reply at all). UDP answers larger than 512 octets
@@ -23,13 +24,15 @@ from ipaddress import IPv4Address, IPv6Address
 from types import TracebackType
 from typing import Any
 
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SRV, TLSA, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, SRV, TLSA, TXT, A, DNSRecord
 from dnslib.server import DNSHandler, DNSServer
 
 from pochta.dns import records
 from pochta.dns.mock import Record, Zones
 
-TTL = 60
+#: Default TTL of every record: 0, so that a caching resolver sees zone changes
+#: at once (tests change zones between steps); pass ``ttl=`` to test caching.
+TTL = 0
 #: UDP answers above this size are truncated (RFC 1035 §4.2.1, ignoring EDNS).
 UDP_LIMIT = 512
 
@@ -99,8 +102,9 @@ def _rdata(rtype: str, record: Record) -> Any:
 
 
 class _ZoneResolver:
-    def __init__(self, zones: Zones) -> None:
+    def __init__(self, zones: Zones, ttl: int) -> None:
         self.zones = zones
+        self.ttl = ttl
         self.queries: list[tuple[str, str]] = []
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
@@ -116,14 +120,19 @@ class _ZoneResolver:
             reply.header.rcode = _FAILURE_RCODES[result.failure]
             return reply
         for owner, target in result.cnames:
-            reply.add_answer(RR(owner + ".", QTYPE.CNAME, rdata=CNAME(target + "."), ttl=TTL))
+            cname = CNAME(target + ".")
+            reply.add_answer(RR(owner + ".", QTYPE.CNAME, rdata=cname, ttl=self.ttl))
         owner = (result.cnames[-1][1] if result.cnames else qname.rstrip(".")) + "."
         if result.nxdomain:
             reply.header.rcode = RCODE.NXDOMAIN
         for record in result.records:
-            reply.add_answer(
-                RR(owner, getattr(QTYPE, qtype), rdata=_rdata(qtype, record), ttl=TTL)
-            )
+            rdata = _rdata(qtype, record)
+            reply.add_answer(RR(owner, getattr(QTYPE, qtype), rdata=rdata, ttl=self.ttl))
+        if not result.records:
+            # RFC 2308 §3: a negative answer carries an SOA whose MINIMUM is its
+            # cache time; without one dnspython would cache it for 300 s.
+            soa = SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, self.ttl))
+            reply.add_auth(RR(".", QTYPE.SOA, rdata=soa, ttl=self.ttl))
         # reply() copies the request's flags, AD included: set it from the data.
         reply.header.ad = 1 if result.authentic else 0
         return reply
@@ -136,9 +145,11 @@ class DNSTestServer:
         self,
         zones: Mapping[str, Mapping[str, object]] | Zones | None = None,
         host: str = "127.0.0.1",
+        *,
+        ttl: int = TTL,
     ) -> None:
         self.zones = zones if isinstance(zones, Zones) else Zones(zones)
-        self.resolver = _ZoneResolver(self.zones)
+        self.resolver = _ZoneResolver(self.zones, ttl)
         self.host = host
         self._servers: list[DNSServer] = []
         self._threads: list[threading.Thread] = []
@@ -200,4 +211,3 @@ class DNSTestServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-

@@ -37,12 +37,13 @@ from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
 from pochta.smtp.submission import SubmissionHandler
 from pochta.store import open_store
 from pochta.store.interface import Store
+from pochta.web import WebApp
 
 log = logging.getLogger("pochta.server")
 
 #: Listener kinds this version serves; the others are accepted in settings
 #: (they are part of the contract) and reported as skipped at start.
-SERVED = ("smtp", "lmtp", "submission", "submissions", "pop3", "pop3s")
+SERVED = ("smtp", "lmtp", "submission", "submissions", "pop3", "pop3s", "http", "https")
 
 
 class StartupError(UserFacingError):
@@ -174,6 +175,7 @@ class Server:
             for kind, (maker, implicit_tls) in makers.items():
                 for hp in getattr(self.settings.listen, kind):
                     await self._listen(kind, hp, maker, implicit_tls)
+            await self._start_web()
             for kind, addrs in vars_listen(self.settings).items():
                 if kind not in SERVED and addrs:
                     log.warning("[listen].%s is set but not served by this version", kind)
@@ -234,6 +236,34 @@ class Server:
             timeout=300,  # RFC 5321 §4.5.3.2.7: server timeout 5 minutes
         )
 
+    # --- HTTP and HTTPS (pochta.web) ------------------------------------------
+    # aiohttp needs an AppRunner rather than a protocol maker per listener; its
+    # request-handler factory is bound by _listen like any other protocol, so
+    # bind errors, address("http") and the listener close in stop() apply.
+
+    _web: WebApp | None = None
+
+    async def _start_web(self) -> None:
+        """Bind [listen].http and [listen].https (implicit TLS) to one aiohttp app."""
+        kinds = {"http": None, "https": self.tls}
+        if not any(getattr(self.settings.listen, kind) for kind in kinds):
+            return
+        self._web = WebApp(self.settings, self.accounts, self._bound_ports)
+        factory = await self._web.setup()
+        for kind, implicit_tls in kinds.items():
+            for hp in getattr(self.settings.listen, kind):
+                await self._listen(kind, hp, lambda _sessions: factory, implicit_tls)
+
+    def _bound_ports(self, kind: str) -> list[int]:
+        """Ports the listeners of ``kind`` are bound to (what port 0 became)."""
+        return [port for lst in self.listeners if lst.kind == kind for _, port in lst.bound]
+
+    async def _stop_web(self) -> None:
+        """Let HTTP requests in flight finish (bounded), close keep-alive connections."""
+        web, self._web = self._web, None
+        if web is not None:
+            await web.close()
+
     async def _listen(
         self,
         kind: str,
@@ -265,6 +295,7 @@ class Server:
         self._stopped.set()
         for listener in self.listeners:
             listener.server.close()
+        await self._stop_web()
         await self._inbound.drain(grace)
         await self._submission.drain(grace)
         await self.queue.stop(grace)

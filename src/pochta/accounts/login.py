@@ -44,7 +44,10 @@ Verification cache (Dovecot's auth cache)
 
 Bounds and failure behaviour
     Both tables are LRU-bounded (``max_tracked`` keys, ``cache_size``
-    entries): memory stays fixed under a spray of addresses. Errors of the
+    entries): memory stays fixed under a spray of addresses. At most
+    ``max_parallel`` argon2 verifications run at once (each takes the hash's
+    memory cost, 64 MiB by default), so a burst of logins cannot exhaust
+    memory or starve the sessions already logged in. Errors of the
     accounts database propagate (callers answer with a temporary failure).
     Everything here runs on the event loop thread; only argon2 leaves it.
 """
@@ -98,6 +101,11 @@ class LoginPolicy:
     """Seconds a successful verification is remembered."""
     cache_size: int = 10_000
     """Remembered verifications (LRU)."""
+    max_parallel: int = 2
+    """argon2 verifications running at once; more wait their turn. Each one
+    takes the hash's memory cost (64 MiB with the default parameters), so
+    this bounds the memory a burst of logins can take, and leaves CPU for
+    the sessions already logged in."""
 
 
 @dataclass(slots=True)
@@ -137,6 +145,7 @@ class LoginGuard:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._in_flight: Counter[str] = Counter()
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._argon2_slots: asyncio.Semaphore | None = None
         #: argon2 verifications run so far (tests and metrics).
         self.verifications = 0
 
@@ -201,8 +210,11 @@ class LoginGuard:
         # Read the stamp before verifying: if the password changes meanwhile,
         # the entry carries the old stamp and is never honoured.
         stamp = accounts.credential_stamp(canonical) if canonical is not None else None
-        self.verifications += 1
-        user = await asyncio.to_thread(accounts.authenticate, address, password)
+        if self._argon2_slots is None:
+            self._argon2_slots = asyncio.Semaphore(self.policy.max_parallel)
+        async with self._argon2_slots:
+            self.verifications += 1
+            user = await asyncio.to_thread(accounts.authenticate, address, password)
         if user is not None and digest is not None and stamp is not None:
             self._cache[digest] = _Cached(user, stamp, self._clock() + self.policy.cache_ttl)
             self._cache.move_to_end(digest)
