@@ -442,7 +442,7 @@ class ExpungeJob(Job[list[int]]):
                 if current is not None:
                     files.unlink_quietly(os.path.join(folder, current))
 
-        tx.after_commit(unlink_files)
+        tx.after_reply(unlink_files)  # thousands at a POP3 QUIT must not delay it
         tx.notify(self.user, Notice(box.name, modseq))
         return uids
 

@@ -56,18 +56,25 @@ T = TypeVar("T")
 class Tx:
     """What one job's ``apply`` may do besides SQL on ``conn``."""
 
-    __slots__ = ("after", "conn", "dirs", "notices", "undo")
+    __slots__ = ("after", "conn", "dirs", "later", "notices", "undo")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.undo: list[Callable[[], object]] = []
         self.after: list[Callable[[], object]] = []
+        self.later: list[Callable[[], object]] = []
         self.dirs: set[str] = set()
         self.notices: list[tuple[str, Notice]] = []
 
     def on_undo(self, action: Callable[[], object]) -> None:
         """Run ``action`` if this job or the batch fails (in reverse order)."""
         self.undo.append(action)
+
+    def after_reply(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once the batch is committed *and* its callers have
+        been answered: for slow, safe-to-lose work such as unlinking expunged
+        message files (a file left behind is what a crash leaves anyway)."""
+        self.later.append(action)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once the batch is committed (best effort)."""
@@ -321,6 +328,13 @@ class Writer:
             except Exception:
                 log.exception("store: job cleanup failed")
         self._hand_over(batch, notices)
+        for it in done:
+            if it.error is None and it.tx is not None:
+                for action in it.tx.later:
+                    try:
+                        action()
+                    except Exception:
+                        log.exception("store: post-reply cleanup failed")
 
     def _hand_over(self, batch: list[_Item], notices: list[tuple[str, Notice]]) -> None:
         """Publish notices, then settle futures: one wake-up per loop, not per job."""
