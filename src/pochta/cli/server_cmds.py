@@ -151,16 +151,26 @@ def connect_text(*, settings_path: Path, user: str, password: str, dev: bool) ->
         f"User:      {user}",
         f"Password:  {password}",
         "",
-        "Send a message to it over SMTP:",
-        f"  swaks --server {host}:{ports['smtp']} --to {user}",
-        "  python3 -c \"import smtplib; s=smtplib.SMTP('127.0.0.1', "
-        f"{ports['smtp']}); s.sendmail('me@example.org', ['{user}'], "
-        "'Subject: hi\\r\\n\\r\\nhello\\r\\n')\""
-        if dev
-        else "",
+        "Connect a mail client (user name = the address; the certificate is",
+        "self-signed, so the client asks once to trust it):",
+        f"  POP3        {host}:{ports['pop3']} (STARTTLS)   {host}:{ports['pop3s']} (SSL/TLS)",
+        f"  SMTP        {host}:{ports['submission']} (STARTTLS)   "
+        f"{host}:{ports['submissions']} (SSL/TLS), password login",
+        f"  autoconfig  http://{host}:{ports['http']}/mail/config-v1.1.xml?emailaddress={user}",
+        "",
+        "Or send a message to it over SMTP from a script:",
+    ]
+    if dev:
+        lines.append(
+            "  python3 -c \"import smtplib; s=smtplib.SMTP('127.0.0.1', "
+            f"{ports['smtp']}); s.sendmail('me@example.org', ['{user}'], "
+            "'Subject: hi\\r\\n\\r\\nhello\\r\\n')\""
+        )
+    else:
+        lines.append(f"  swaks --server {host}:{ports['smtp']} --to {user}")
+    lines += [
         "",
         f"Mail is stored in Maildir under {settings_path.parent / 'data/mail' / domain}.",
-        "The self-signed certificate is tls/cert.pem; clients ask once to trust it.",
         "",
     ]
     if not dev:
