@@ -92,10 +92,11 @@ def setup(
 
 
 def serve(config: Path, ip: str, port: int) -> subprocess.Popen[bytes]:
+    log = open(config.parent / "serve.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [str(POCHTA), "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -125,6 +126,7 @@ def main() -> None:
     ap.add_argument("-c", type=int, default=10)
     ap.add_argument("--per-connection", type=int, default=20)
     ap.add_argument("--size", type=int, default=5120)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pochta-relay-"))
@@ -138,7 +140,9 @@ def main() -> None:
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with DNSTestServer(zones) as dns:
+        # Records live 5 minutes, as on the Internet: the sender's resolver
+        # caches them instead of asking for every message.
+        with DNSTestServer(zones, ttl=300) as dns:
             a = setup(work / "a", "one.test", "127.0.0.2", port, sub_a, dns.hostport,
                       ["alice@one.test"])  # fmt: skip
             b = setup(work / "b", "two.test", "127.0.0.3", port, sub_b, dns.hostport, USERS)
@@ -183,7 +187,10 @@ def main() -> None:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"  work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

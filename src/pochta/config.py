@@ -347,8 +347,9 @@ class DeliverySettings:
     (an RFC 3464 "delayed" DSN); 0 turns delay notices off."""
     concurrency: int = 50
     """Deliveries in progress at once, overall."""
-    per_domain: int = 5
-    """Deliveries in progress at once to one destination domain."""
+    per_domain: int = 20
+    """Deliveries in progress at once to one destination domain (Postfix's
+    default_destination_concurrency_limit is also 20)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,12 @@ Throttling (Dovecot's ``auth_penalty``, fail2ban's idea, inside the server)
     ``TooManyFailures`` is raised, with ``retry_after`` seconds until the
     oldest counted failure leaves the window. That result is distinct from a
     wrong password (``None``) so protocols can answer "try later" rather than
-    "bad password". Attempts in flight count as failures until they finish,
-    so a burst of parallel connections cannot slip past the limits (or
-    tie up every CPU with argon2). A success clears the account's failures;
+    "bad password". Only failures count, never attempts in flight: a client
+    opening several connections at once (Thunderbird opens up to five) must
+    not slow itself down. A burst of parallel guesses is still bounded:
+    argon2 runs at most ``max_parallel`` at a time, and each attempt checks
+    the count again when its turn comes, so once the allowance is used the
+    rest of the burst is refused without hashing. A success clears the account's failures;
     the IP's only age out, so an attacker who owns one account cannot launder
     its guesses against other accounts through its own logins. The trade-off
     of any per-account limit stands: someone failing on purpose can make an
@@ -60,7 +63,7 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -143,7 +146,6 @@ class LoginGuard:
         self._sleep = sleep
         self._hmac_key = secrets.token_bytes(32)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._in_flight: Counter[str] = Counter()
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._argon2_slots: asyncio.Semaphore | None = None
         #: argon2 verifications run so far (tests and metrics).
@@ -162,29 +164,26 @@ class LoginGuard:
         except AddressError:
             canonical = None
         keys = (_ip_key(client_ip), "user:" + (canonical or address.lower()[:320]))
-        now = self._clock()
-        failures = max(self._count(key, now) + self._in_flight[key] for key in keys)
+        failures = self._check(keys)
         policy = self.policy
-        if failures >= policy.refuse_after:
-            raise TooManyFailures(self._retry_after(keys, now))
-        for key in keys:
-            self._in_flight[key] += 1
-        try:
-            if failures >= policy.free_failures:
-                steps = failures - policy.free_failures
-                await self._sleep(min(policy.base_delay * 2**steps, policy.max_delay))
-            user = await self._verify(accounts, canonical, address, password)
-        finally:
-            for key in keys:
-                self._in_flight[key] -= 1
-                if self._in_flight[key] <= 0:
-                    del self._in_flight[key]
+        if failures >= policy.free_failures:
+            steps = failures - policy.free_failures
+            await self._sleep(min(policy.base_delay * 2**steps, policy.max_delay))
+        user = await self._verify(accounts, canonical, address, password, keys)
         if user is None:
             for key in keys:
                 self._record_failure(key)
         else:
             self._failures.pop(keys[1], None)
         return user
+
+    def _check(self, keys: tuple[str, ...]) -> int:
+        """The failures counted on the worse key; TooManyFailures past the limit."""
+        now = self._clock()
+        failures = max(self._count(key, now) for key in keys)
+        if failures >= self.policy.refuse_after:
+            raise TooManyFailures(self._retry_after(keys, now))
+        return failures
 
     def failures(self, key: str) -> int:
         """Failures counted now on a key (``"ip:..."`` or ``"user:..."``); for tests."""
@@ -193,7 +192,12 @@ class LoginGuard:
     # --- verification -----------------------------------------------------------
 
     async def _verify(
-        self, accounts: Accounts, canonical: str | None, address: str, password: str
+        self,
+        accounts: Accounts,
+        canonical: str | None,
+        address: str,
+        password: str,
+        keys: tuple[str, ...],
     ) -> User | None:
         digest = None
         if canonical is not None:
@@ -213,6 +217,10 @@ class LoginGuard:
         if self._argon2_slots is None:
             self._argon2_slots = asyncio.Semaphore(self.policy.max_parallel)
         async with self._argon2_slots:
+            # Checked again once a slot is ours: a burst of parallel guesses
+            # waits here, and is refused as soon as the earlier ones have
+            # used up the allowance, without spending argon2 on it.
+            self._check(keys)
             self.verifications += 1
             user = await asyncio.to_thread(accounts.authenticate, address, password)
         if user is not None and digest is not None and stamp is not None:
