@@ -299,6 +299,8 @@ class Server:
         await self._inbound.drain(grace)
         await self._submission.drain(grace)
         await self.queue.stop(grace)
+        if self._remote is not None:
+            await self._remote.close()
         for listener in self.listeners:
             for session in list(listener.sessions):
                 session.shutdown()

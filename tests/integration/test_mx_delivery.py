@@ -216,3 +216,25 @@ async def test_connection_lost_mid_data_is_temporary(port: int) -> None:
         server.close()
         await server.wait_closed()
     assert out["bob@two.test"].temporary
+
+
+async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
+    connections = 0
+    script = Scripted()
+
+    def factory() -> SMTP:
+        nonlocal connections
+        connections += 1
+        return SMTP(script, hostname="mx1")
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port)
+    d = deliverer(ZONES, port)
+    try:
+        for i in range(5):
+            out = await d.deliver("two.test", "a@one.test", [f"u{i}@two.test"], MSG)
+            assert out[f"u{i}@two.test"].delivered
+    finally:
+        await d.close()
+        server.close()
+        await server.wait_closed()
+    assert connections == 1 and len(script.received) == 5

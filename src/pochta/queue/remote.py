@@ -22,9 +22,11 @@ DNS timeouts and SERVFAIL are temporary (4.4.3): the queue retries.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Sequence
 
 import aiosmtplib
@@ -34,6 +36,23 @@ from pochta.dns.resolver import Resolver, host_addresses
 from pochta.queue.outcome import Outcome, permanent, temporary
 
 log = logging.getLogger("pochta.queue.remote")
+
+#: How long a connection waits for the next message to the same domain.
+IDLE_SECONDS = 5.0
+#: Transactions per connection before it is closed anyway.
+MAX_USES = 100
+#: Idle connections kept per destination domain.
+MAX_IDLE_PER_DOMAIN = 20
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        if client.is_connected:
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        pass
+    finally:
+        client.close()
 
 
 class MXDeliverer:
@@ -51,6 +70,10 @@ class MXDeliverer:
         self.port = port
         self.timeout = timeout
         self.rng = rng or random.Random()
+        #: domain -> idle connections (client, host, idle since, transactions done)
+        self._idle: dict[str, list[tuple[aiosmtplib.SMTP, str, float, int]]] = {}
+        self._uses: dict[int, int] = {}
+        self._closing: set[asyncio.Future[None]] = set()
         # One client context for every connection: building one per connection
         # (aiosmtplib's default) loads the system CA bundle each time, which
         # costs more CPU than the whole SMTP transaction. Opportunistic TLS
@@ -87,6 +110,9 @@ class MXDeliverer:
     async def deliver(
         self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
     ) -> dict[str, Outcome]:
+        reused = await self._reuse(domain, mail_from, rcpts, data)
+        if reused is not None:
+            return reused
         hosts = await self.mx_hosts(domain)
         if isinstance(hosts, Outcome):
             return dict.fromkeys(rcpts, hosts)
@@ -101,15 +127,80 @@ class MXDeliverer:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.4")
                 continue
             for address in addresses:
-                result = await self._attempt(host, str(address), mail_from, rcpts, data)
+                result = await self._attempt(domain, host, str(address), mail_from, rcpts, data)
                 if isinstance(result, Outcome):
                     last = result
                     continue
                 return result
         return dict.fromkeys(rcpts, last)
 
+    # -- connection reuse ------------------------------------------------------
+    # A connection that finished a transaction cleanly waits a few seconds for
+    # the next message to the same domain (as Postfix's connection cache
+    # does): the TCP and TLS handshakes and EHLO are paid once per burst, not
+    # once per message.
+
+    async def _reuse(
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> dict[str, Outcome] | None:
+        while True:
+            idle = self._take_idle(domain)
+            if idle is None:
+                return None
+            client, host = idle
+            try:
+                result = await self._transaction(client, host, mail_from, rcpts, data)
+            except aiosmtplib.SMTPServerDisconnected:
+                client.close()  # the far side timed it out: open a new one
+                continue
+            except (OSError, TimeoutError) as exc:
+                client.close()
+                outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
+                return dict.fromkeys(rcpts, outcome)
+            self._keep(domain, client, host)
+            return result
+
+    def _take_idle(self, domain: str) -> tuple[aiosmtplib.SMTP, str] | None:
+        pool = self._idle.get(domain)
+        now = time.monotonic()
+        while pool:
+            client, host, since, uses = pool.pop()
+            if now - since < IDLE_SECONDS and uses < MAX_USES and client.is_connected:
+                self._uses[id(client)] = uses
+                return client, host
+            self._quit_later(client)
+        return None
+
+    def _keep(self, domain: str, client: aiosmtplib.SMTP, host: str) -> None:
+        uses = self._uses.pop(id(client), 0) + 1
+        pool = self._idle.setdefault(domain, [])
+        if not client.is_connected or uses >= MAX_USES or len(pool) >= MAX_IDLE_PER_DOMAIN:
+            self._quit_later(client)
+            return
+        pool.append((client, host, time.monotonic(), uses))
+
+    def _quit_later(self, client: aiosmtplib.SMTP) -> None:
+        task = asyncio.ensure_future(_quit(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Say QUIT on every idle connection (server stop)."""
+        for pool in self._idle.values():
+            for client, *_ in pool:
+                self._quit_later(client)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
     async def _attempt(
-        self, host: str, address: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self,
+        domain: str,
+        host: str,
+        address: str,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
         client = aiosmtplib.SMTP(
@@ -124,21 +215,20 @@ class MXDeliverer:
         try:
             await client.connect()
         except aiosmtplib.SMTPResponseException as exc:
+            client.close()
             return Outcome(exc.code, _enhanced(exc.message, exc.code), _text(exc.message), host)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
             return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)
         try:
-            return await self._transaction(client, host, mail_from, rcpts, data)
+            result = await self._transaction(client, host, mail_from, rcpts, data)
         except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError) as exc:
             # Lost before the final reply: nothing was accepted, try again later.
+            client.close()
             outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
             return dict.fromkeys(rcpts, outcome)
-        finally:
-            try:
-                if client.is_connected:
-                    await client.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
+        self._keep(domain, client, host)
+        return result
 
     async def _transaction(
         self,
