@@ -242,3 +242,18 @@ def test_queue_cli(tmp_path: Path) -> None:
     assert run("list").strip() == "queue is empty"
     missing = runner.invoke(cli, ["--config", str(config), "queue", "delete", "QID1"])
     assert missing.exit_code != 0
+
+
+async def test_spool_group_commits_concurrent_writers(tmp_path: Path) -> None:
+    import asyncio
+
+    spool = Spool(tmp_path)
+    await asyncio.gather(
+        *(
+            asyncio.to_thread(spool.enqueue, f"Q{i}", "a@one.test", ["b@two.test"], MSG)
+            for i in range(40)
+        )
+    )
+    assert len(spool.messages()) == 40
+    assert spool.commits < 40  # several enqueues shared one commit
+    spool.close()

@@ -83,7 +83,7 @@ class QueueRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_delay_check = 0.0
-        self._executor = ThreadPoolExecutor(4, thread_name_prefix="pochta-queue")
+        self._executor = ThreadPoolExecutor(16, thread_name_prefix="pochta-queue")
 
     async def _io(self, fn: Callable[..., T], *args: object) -> T:
         """Run blocking spool work on the queue's own threads.

@@ -16,22 +16,28 @@ Invariants:
   again on restart: a duplicate, never a loss (RFC 5321 §6.1).
 * A message file is removed (after its rows) once no recipient is queued.
 
-The methods are blocking (file and SQLite I/O); the runner calls them
-through ``asyncio.to_thread``. One connection, guarded by a lock.
+The methods are blocking (file and SQLite I/O); the runner calls them on
+its own threads. Writes go through one writer thread that commits whatever
+is queued together (group commit: one fsync for many writers); reads use a
+second connection and never wait for a commit (WAL).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 from pochta.queue.outcome import Outcome
+
+T = TypeVar("T")
 
 QUEUED = "queued"
 SENT = "sent"
@@ -103,30 +109,81 @@ class Spool:
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir / "queue"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            data_dir / "queue.sqlite", isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        path = data_dir / "queue.sqlite"
+        self._db = _connect(path)
         for statement in _SCHEMA:
             self._db.execute(statement)
+        # Reads get their own connection (WAL: they never wait for a commit).
+        self._rdb = _connect(path)
+        self._lock = threading.Lock()  # guards _rdb
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="pochta-spool", daemon=True)
+        self._writer.start()
+        #: Commits so far (group commit: fewer than the writes they carry).
+        self.commits = 0
 
     def close(self) -> None:
+        self._jobs.put(None)
+        self._writer.join()
         with self._lock:
-            self._db.close()
+            self._rdb.close()
+        self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    # -- group commit --------------------------------------------------------
+    # Every write is a function of the connection, run by one writer thread:
+    # whatever is queued when it comes round goes into one transaction with
+    # one fsync (and one fsync of the spool directory if new files were
+    # placed), so the cost of durability is shared by concurrent writers.
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T], *, new_file: bool = False) -> T:
+        job = _Job(fn, new_file)
+        self._jobs.put(job)
+        return cast(T, job.future.result())
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, object, BaseException | None]] = []
+        try:
+            if any(job.new_file for job in batch):
+                _fsync_dir(self.dir)
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            for job in batch:
+                self._db.execute("SAVEPOINT job")
+                try:
+                    results.append((job, job.fn(self._db), None))
+                except Exception as exc:
+                    self._db.execute("ROLLBACK TO job")
+                    results.append((job, None, exc))
+                self._db.execute("RELEASE job")
             self._db.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:  # the commit itself failed: nothing happened
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        for job, result, error in results:
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
 
     # -- writing -------------------------------------------------------------
     def enqueue(
@@ -150,18 +207,20 @@ class Spool:
         finally:
             os.close(fd)
         os.rename(tmp, final)
-        _fsync_dir(self.dir)
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO messages (qid, mail_from, created, size) VALUES (?, ?, ?, ?)",
+                (qid, mail_from, now, len(data)),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO recipients (qid, rcpt, domain, state, next_try)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(qid, r, domain_of(r), QUEUED, now) for r in rcpts],
+            )
+
         try:
-            with self._tx() as db:
-                db.execute(
-                    "INSERT INTO messages (qid, mail_from, created, size) VALUES (?, ?, ?, ?)",
-                    (qid, mail_from, now, len(data)),
-                )
-                db.executemany(
-                    "INSERT OR IGNORE INTO recipients (qid, rcpt, domain, state, next_try)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(qid, r, domain_of(r), QUEUED, now) for r in rcpts],
-                )
+            self._write(insert, new_file=True)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -180,8 +239,8 @@ class Spool:
         past ``max_age``) with their outcome, for the DSN, and whether the
         message is finished (no recipient left queued; its file is gone).
         """
-        failed: list[tuple[str, Outcome]] = []
-        with self._tx() as db:
+        def apply(db: sqlite3.Connection) -> tuple[list[tuple[str, Outcome]], bool]:
+            failed: list[tuple[str, Outcome]] = []
             row = db.execute("SELECT created FROM messages WHERE qid = ?", (qid,)).fetchone()
             if row is None:  # deleted by the operator meanwhile
                 return [], True
@@ -216,7 +275,9 @@ class Spool:
                         rcpt,
                     ),
                 )
-            finished = self._finish_if_done(db, qid)
+            return failed, self._finish_if_done(db, qid)
+
+        failed, finished = self._write(apply)
         if finished:
             (self.dir / qid).unlink(missing_ok=True)
         return failed, finished
@@ -232,30 +293,38 @@ class Spool:
         return True
 
     def mark_delay_notified(self, qid: str) -> None:
-        with self._tx() as db:
+        def mark(db: sqlite3.Connection) -> None:
             db.execute("UPDATE messages SET delay_notified = 1 WHERE qid = ?", (qid,))
+
+        self._write(mark)
 
     def retry(self, qid: str | None, now: float | None = None) -> int:
         """Make queued recipients (of one message, or all) due now; returns how many."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
+        when = time.time() if now is None else now
+
+        def due_now(db: sqlite3.Connection) -> int:
             if qid is None:
                 cur = db.execute(
-                    "UPDATE recipients SET next_try = ? WHERE state = ?", (now, QUEUED)
+                    "UPDATE recipients SET next_try = ? WHERE state = ?", (when, QUEUED)
                 )
             else:
                 cur = db.execute(
                     "UPDATE recipients SET next_try = ? WHERE qid = ? AND state = ?",
-                    (now, qid, QUEUED),
+                    (when, qid, QUEUED),
                 )
             return int(cur.rowcount)
 
+        return self._write(due_now)
+
     def delete(self, qid: str) -> bool:
         """Drop a message from the queue without delivering or bouncing it."""
-        with self._tx() as db:
+
+        def drop(db: sqlite3.Connection) -> bool:
             cur = db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
             db.execute("DELETE FROM recipients WHERE qid = ?", (qid,))
-            found = cur.rowcount > 0
+            return cur.rowcount > 0
+
+        found = self._write(drop)
         (self.dir / qid).unlink(missing_ok=True)
         return found
 
@@ -267,7 +336,7 @@ class Spool:
         """Queued recipients whose next try has come, grouped by message and domain."""
         skip = set(exclude)
         with self._lock:
-            rows = self._db.execute(
+            rows = self._rdb.execute(
                 "SELECT r.qid, m.mail_from, m.created, r.domain, r.rcpt, r.attempts"
                 " FROM recipients r JOIN messages m USING (qid)"
                 " WHERE r.state = ? AND r.next_try <= ? ORDER BY r.next_try, r.qid",
@@ -292,7 +361,7 @@ class Spool:
 
     def next_due(self) -> float | None:
         with self._lock:
-            row = self._db.execute(
+            row = self._rdb.execute(
                 "SELECT min(next_try) FROM recipients WHERE state = ?", (QUEUED,)
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -303,7 +372,7 @@ class Spool:
         with self._lock:
             qids = [
                 row[0]
-                for row in self._db.execute(
+                for row in self._rdb.execute(
                     "SELECT qid FROM messages m WHERE created <= ? AND delay_notified = 0"
                     " AND mail_from != '' AND EXISTS (SELECT 1 FROM recipients r"
                     " WHERE r.qid = m.qid AND r.state = ?)",
@@ -315,21 +384,21 @@ class Spool:
     def messages(self, qid: str | None = None) -> list[QueuedMessage]:
         with self._lock:
             if qid is None:
-                msgs = self._db.execute(
+                msgs = self._rdb.execute(
                     "SELECT qid, mail_from, created, size, delay_notified FROM messages"
                     " ORDER BY created"
                 ).fetchall()
-                rcpts = self._db.execute(
+                rcpts = self._rdb.execute(
                     "SELECT qid, rcpt, domain, state, attempts, next_try, last_try, last_reply,"
                     " remote_mta FROM recipients ORDER BY rcpt"
                 ).fetchall()
             else:
-                msgs = self._db.execute(
+                msgs = self._rdb.execute(
                     "SELECT qid, mail_from, created, size, delay_notified FROM messages"
                     " WHERE qid = ?",
                     (qid,),
                 ).fetchall()
-                rcpts = self._db.execute(
+                rcpts = self._rdb.execute(
                     "SELECT qid, rcpt, domain, state, attempts, next_try, last_try, last_reply,"
                     " remote_mta FROM recipients WHERE qid = ? ORDER BY rcpt",
                     (qid,),
@@ -341,6 +410,21 @@ class Spool:
             QueuedMessage(m[0], m[1], m[2], m[3], bool(m[4]), tuple(by_qid.get(m[0], ())))
             for m in msgs
         ]
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], object]
+    new_file: bool
+    future: Future[object] = field(default_factory=Future)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
 
 
 def _fsync_dir(path: Path) -> None:
