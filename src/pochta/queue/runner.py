@@ -141,10 +141,14 @@ class QueueRunner:
                 await self._tick()
             except Exception:
                 log.exception("queue runner pass failed; retrying")
+            # Sleep until the next retry falls due. A due time already past
+            # belongs to work in flight or held back by a concurrency limit;
+            # its completion wakes us (``_done``), so it must not make this a
+            # busy loop.
             timeout = POLL
             next_due = await self._io(self.spool.next_due)
-            if next_due is not None:
-                timeout = min(POLL, max(0.0, next_due - self.clock()))
+            if next_due is not None and next_due > self.clock():
+                timeout = min(POLL, next_due - self.clock())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
