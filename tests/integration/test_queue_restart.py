@@ -21,6 +21,7 @@ from tests.integration.test_relay import free_port_on
 
 from pochta.accounts import Accounts
 from pochta.config import load_settings
+from pochta.queue import Spool
 
 
 class Collector:
@@ -120,4 +121,6 @@ def test_queue_survives_kill_9(tmp_path: Path, ca: trustme.CA) -> None:
             remote.close()
         assert len(remote.collector.received) == 1
         assert b"Subject: survive" in remote.collector.received[0]
-        assert list((settings.data_dir / "queue").iterdir()) == []
+        spool = Spool(settings.data_dir)
+        assert spool.messages() == []  # delivered once and gone from the queue
+        spool.close()

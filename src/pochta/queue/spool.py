@@ -1,20 +1,22 @@
 """The durable spool of the outbound queue.
 
-Layout under ``data_dir``: ``queue/<qid>`` holds each message's bytes;
-``queue.sqlite`` (WAL, ``synchronous=FULL``) holds the envelope and one row
-per recipient with its state, attempts, next try and last reply.
+Everything lives in ``data_dir/queue.sqlite`` (WAL, ``synchronous=FULL``):
+the message bytes (``bodies``), the envelope (``messages``) and one row per
+recipient with its state, attempts, next try and last reply. Keeping the
+bytes in the database makes one group commit (one fsync) cover the message
+and its envelope for many concurrent writers, where a file per message would
+cost a file fsync and a directory fsync each.
 
 Invariants:
 
-* ``enqueue`` returns only after the message file is fsynced, renamed into
-  place, its directory fsynced and the rows committed: the caller may then
-  say 250 (mail is never lost).
+* ``enqueue`` returns only after the message and its rows are committed
+  and the WAL fsynced: the caller may then say 250 (mail is never lost).
 * A recipient is ``queued`` until an attempt ends with a 2yz (``sent``) or a
   5yz/expiry (``failed``); only ``record`` changes that, in one commit with
   the next try time, so a restart resumes exactly where the queue stood.
   A crash between the remote 250 and ``record`` delivers that recipient
   again on restart: a duplicate, never a loss (RFC 5321 §6.1).
-* A message file is removed (after its rows) once no recipient is queued.
+* A message is removed, bytes included, once no recipient is queued.
 
 The methods are blocking (file and SQLite I/O); the runner calls them on
 its own threads. Writes go through one writer thread that commits whatever
@@ -24,7 +26,6 @@ second connection and never wait for a commit (WAL).
 
 from __future__ import annotations
 
-import os
 import queue
 import sqlite3
 import threading
@@ -64,6 +65,10 @@ _SCHEMA = (
         PRIMARY KEY (qid, rcpt)
     )""",
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, next_try)",
+    """CREATE TABLE IF NOT EXISTS bodies (
+        qid TEXT PRIMARY KEY REFERENCES messages(qid) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    )""",
 )
 
 
@@ -107,9 +112,8 @@ def domain_of(rcpt: str) -> str:
 
 class Spool:
     def __init__(self, data_dir: Path) -> None:
-        self.dir = data_dir / "queue"
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "queue.sqlite"
+        data_dir.mkdir(parents=True, exist_ok=True)
         self._db = _connect(path)
         for statement in _SCHEMA:
             self._db.execute(statement)
@@ -135,8 +139,8 @@ class Spool:
     # one fsync (and one fsync of the spool directory if new files were
     # placed), so the cost of durability is shared by concurrent writers.
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T], *, new_file: bool = False) -> T:
-        job = _Job(fn, new_file)
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        job = _Job(fn)
         self._jobs.put(job)
         return cast(T, job.future.result())
 
@@ -160,8 +164,6 @@ class Spool:
     def _run_batch(self, batch: list[_Job]) -> None:
         results: list[tuple[_Job, object, BaseException | None]] = []
         try:
-            if any(job.new_file for job in batch):
-                _fsync_dir(self.dir)
             self._db.execute("BEGIN IMMEDIATE")
             for job in batch:
                 self._db.execute("SAVEPOINT job")
@@ -196,34 +198,20 @@ class Spool:
     ) -> None:
         """Store a message durably for delivery to ``rcpts`` (see module note)."""
         now = time.time() if now is None else now
-        final = self.dir / qid
-        tmp = self.dir / f".{qid}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
 
         def insert(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO messages (qid, mail_from, created, size) VALUES (?, ?, ?, ?)",
                 (qid, mail_from, now, len(data)),
             )
+            db.execute("INSERT INTO bodies (qid, data) VALUES (?, ?)", (qid, data))
             db.executemany(
                 "INSERT OR IGNORE INTO recipients (qid, rcpt, domain, state, next_try)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(qid, r, domain_of(r), QUEUED, now) for r in rcpts],
             )
 
-        try:
-            self._write(insert, new_file=True)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
+        self._write(insert)
 
     def record(
         self,
@@ -277,10 +265,7 @@ class Spool:
                 )
             return failed, self._finish_if_done(db, qid)
 
-        failed, finished = self._write(apply)
-        if finished:
-            (self.dir / qid).unlink(missing_ok=True)
-        return failed, finished
+        return self._write(apply)
 
     def _finish_if_done(self, db: sqlite3.Connection, qid: str) -> bool:
         left = db.execute(
@@ -289,6 +274,7 @@ class Spool:
         if left:
             return False
         db.execute("DELETE FROM recipients WHERE qid = ?", (qid,))
+        db.execute("DELETE FROM bodies WHERE qid = ?", (qid,))
         db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
         return True
 
@@ -320,17 +306,20 @@ class Spool:
         """Drop a message from the queue without delivering or bouncing it."""
 
         def drop(db: sqlite3.Connection) -> bool:
-            cur = db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
             db.execute("DELETE FROM recipients WHERE qid = ?", (qid,))
+            db.execute("DELETE FROM bodies WHERE qid = ?", (qid,))
+            cur = db.execute("DELETE FROM messages WHERE qid = ?", (qid,))
             return cur.rowcount > 0
 
-        found = self._write(drop)
-        (self.dir / qid).unlink(missing_ok=True)
-        return found
+        return self._write(drop)
 
     # -- reading -------------------------------------------------------------
     def read(self, qid: str) -> bytes:
-        return (self.dir / qid).read_bytes()
+        with self._lock:
+            row = self._rdb.execute("SELECT data FROM bodies WHERE qid = ?", (qid,)).fetchone()
+        if row is None:
+            raise FileNotFoundError(f"queued message {qid} has no body")
+        return bytes(row[0])
 
     def due(self, now: float, exclude: Iterable[tuple[str, str]] = ()) -> list[Work]:
         """Queued recipients whose next try has come, grouped by message and domain."""
@@ -415,7 +404,6 @@ class Spool:
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[sqlite3.Connection], object]
-    new_file: bool
     future: Future[object] = field(default_factory=Future)
 
 
@@ -425,11 +413,3 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
     return db
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
