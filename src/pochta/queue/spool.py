@@ -225,8 +225,9 @@ class Spool:
 
         Returns the recipients that have now failed for good (5yz, or 4yz
         past ``max_age``) with their outcome, for the DSN, and whether the
-        message is finished (no recipient left queued; its file is gone).
+        message is finished (no recipient left queued; it is gone from the spool).
         """
+
         def apply(db: sqlite3.Connection) -> tuple[list[tuple[str, Outcome]], bool]:
             failed: list[tuple[str, Outcome]] = []
             row = db.execute("SELECT created FROM messages WHERE qid = ?", (qid,)).fetchone()
