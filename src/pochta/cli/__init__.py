@@ -90,13 +90,14 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 def _register() -> None:
     # Imported here so each command module can import ``cli`` from this one.
-    from pochta.cli import accounts_cmds, discover_cmd, queue_cmds, server_cmds
+    from pochta.cli import accounts_cmds, discover_cmd, dns_cmds, queue_cmds, server_cmds
 
     for group in (
         *accounts_cmds.COMMANDS,
         *server_cmds.COMMANDS,
         *queue_cmds.COMMANDS,
         *discover_cmd.COMMANDS,
+        *dns_cmds.COMMANDS,
     ):
         cli.add_command(group)
 

@@ -174,13 +174,12 @@ def connect_text(*, settings_path: Path, user: str, password: str, dev: bool) ->
         "",
     ]
     if not dev:
-        lines += [
-            "Publish in DNS (replace 192.0.2.1 with this server's address):",
-            f"  {domain}.  IN MX 10 mail.{domain}.",
-            f"  mail.{domain}.  IN A 192.0.2.1",
-            f'  {domain}.  IN TXT "v=spf1 mx -all"',
-            "",
-        ]
+        from pochta.config import load_settings
+        from pochta.dns.zone import records
+
+        lines += ["Publish in DNS (`pochta dns records` prints this again):"]
+        lines += records(load_settings(settings_path), domain)
+        lines.append("")
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
