@@ -17,40 +17,17 @@ Connection limits: ``max_connections`` sessions in all and
 from __future__ import annotations
 
 import ssl
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from pochta.accounts.login import LoginGuard
 from pochta.accounts.registry import Accounts
+from pochta.limits import ConnectionLimiter
 from pochta.pop3 import replies
 from pochta.pop3.session import Pop3Session
 from pochta.store.interface import Store
 
-__all__ = ["ConnectionCounter", "Pop3Service"]
-
-
-class ConnectionCounter:
-    """Open sessions overall and per client address; ``acquire`` pairs with ``release``."""
-
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total = total
-        self.per_ip = per_ip
-        self.open = 0
-        self._by_ip: Counter[str] = Counter()
-
-    def acquire(self, ip: str) -> bool:
-        if self.open >= self.total or self._by_ip[ip] >= self.per_ip:
-            return False
-        self.open += 1
-        self._by_ip[ip] += 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self.open -= 1
-        self._by_ip[ip] -= 1
-        if self._by_ip[ip] <= 0:
-            del self._by_ip[ip]
+__all__ = ["Pop3Service"]
 
 
 class Pop3Service:
@@ -78,7 +55,7 @@ class Pop3Service:
         self.allow_plaintext = allow_plaintext
         #: RFC 1939 §3 autologout timer, in seconds; tests shorten it.
         self.idle_timeout = idle_timeout
-        self.limiter = ConnectionCounter(max_connections, max_per_ip)
+        self.limiter = ConnectionLimiter(max_connections, max_per_ip)
         #: Canonical user address -> the session holding its maildrop.
         self.in_use: dict[str, Pop3Session] = {}
 
