@@ -20,6 +20,7 @@ from pochta.accounts.login import LoginGuard, LoginPolicy
 from pochta.config import Settings, load_settings
 from pochta.pop3 import Pop3Service, replies
 from pochta.pop3.parser import Command, parse_command
+from pochta.sasl import client_final_for_tests
 from pochta.server import Server
 from pochta.store import DELETED, SEEN, Recipient, StoreMode
 
@@ -212,7 +213,9 @@ def test_capa_before_and_after_stls(pop: Pop3Server, client_tls: ssl.SSLContext)
         assert before["IMPLEMENTATION"] == ["Pochta"]
         client.stls(context=client_tls)
         after = client.capa()
-        assert "STLS" not in after and "USER" in after and after["SASL"] == ["PLAIN"]
+        assert (
+            "STLS" not in after and "USER" in after and after["SASL"] == ["PLAIN", "SCRAM-SHA-256"]
+        )
         client.quit()
     finally:
         client.close()
@@ -273,6 +276,23 @@ def test_sasl_plain_with_continuation_and_cancel(
         good = base64.b64encode(b"\0" + BOB.encode() + b"\0" + PASSWORD[BOB].encode())
         assert raw.cmd(good).startswith(b"+OK")
         assert raw.cmd(b"STAT") == b"+OK 0 0"
+    finally:
+        raw.close()
+
+
+def test_sasl_scram_sha_256(pop: Pop3Server, client_tls: ssl.SSLContext) -> None:
+    """RFC 5034 with SCRAM-SHA-256: the server-final data comes as a last challenge."""
+    raw = Raw.connect(pop.address("pop3s"), client_tls)
+    try:
+        first = f"n={ALICE},r=popclientnonce"
+        reply = raw.cmd(b"AUTH SCRAM-SHA-256 " + base64.b64encode(b"n,," + first.encode()))
+        assert reply.startswith(b"+ ")
+        server_first = base64.b64decode(reply[2:]).decode()
+        final = client_final_for_tests(PASSWORD[ALICE], first, server_first)
+        reply = raw.cmd(base64.b64encode(final.encode()))
+        assert reply.startswith(b"+ ") and base64.b64decode(reply[2:]).startswith(b"v=")
+        assert raw.cmd(b"").startswith(b"+OK")
+        assert raw.cmd(b"STAT").startswith(b"+OK 3 ")  # alice's maildrop
     finally:
         raw.close()
 

@@ -1,4 +1,4 @@
-"""AUTHORIZATION-state commands: STLS, USER/PASS, AUTH PLAIN, and the login itself.
+"""AUTHORIZATION-state commands: STLS, USER/PASS, AUTH (PLAIN, SCRAM-SHA-256), the login.
 
 Design note
 -----------
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from pochta import sasl
 from pochta.accounts.errors import AccountsError
 from pochta.accounts.login import TooManyFailures
 from pochta.pop3 import replies
@@ -30,12 +31,13 @@ from pochta.pop3.parser import CANCEL, Command, ParseError, decode_base64, parse
 from pochta.store.interface import StoreError, UserNotFound
 
 if TYPE_CHECKING:
+    from pochta.accounts.registry import User
     from pochta.pop3.session import Pop3Session
 
 log = logging.getLogger("pochta.pop3")
 
-#: SASL mechanisms offered (RFC 5034 §4); PLAIN is RFC 4616.
-MECHANISMS = ("PLAIN",)
+#: SASL mechanisms offered (RFC 5034 §4): PLAIN (RFC 4616), SCRAM-SHA-256 (RFC 7677).
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
 
 
 async def cmd_stls(session: Pop3Session, command: Command) -> None:
@@ -85,9 +87,12 @@ async def cmd_pass(session: Pop3Session, command: Command) -> None:
 async def cmd_auth(session: Pop3Session, command: Command) -> None:
     """AUTH mechanism [initial-response] — AUTHORIZATION state, RFC 5034 §4.
 
-    PLAIN only (RFC 4616). Without arguments, lists the mechanisms as a
-    multi-line reply, as many servers do for old clients (RFC 1734 style).
-    ``*`` cancels the exchange (RFC 5034 §4).
+    PLAIN (RFC 4616) and SCRAM-SHA-256 (RFC 5802, RFC 7677), through the
+    mechanisms of ``pochta.sasl`` that SMTP submission uses too. Without
+    arguments, lists the mechanisms as a multi-line reply, as many servers
+    do for old clients (RFC 1734 style). ``*`` cancels the exchange (RFC
+    5034 §4). SCRAM's server-final message goes out as one more challenge,
+    answered by an empty line, since +OK carries no SASL data (RFC 5034 §4).
     """
     if not command.args:
         session.write(replies.multiline(replies.ok(), [m.encode() for m in MECHANISMS]))
@@ -95,56 +100,66 @@ async def cmd_auth(session: Pop3Session, command: Command) -> None:
     if not session.may_authenticate:
         session.write(replies.AUTH_NEEDS_TLS)
         return
-    mechanism = command.args[0]
-    if mechanism not in MECHANISMS:
-        session.write(replies.err(f"unsupported SASL mechanism {mechanism}"))
+    name = command.args[0]
+    mechanism: sasl.Plain | sasl.ScramSha256
+    if name == "PLAIN":
+        mechanism = sasl.Plain()
+    elif name == "SCRAM-SHA-256":
+        mechanism = sasl.ScramSha256(session.service.accounts.scram_credentials)
+    else:
+        session.write(replies.err(f"unsupported SASL mechanism {name}"))
         return
     session.pending_user = None
+    initial: bytes | None = None
     if len(command.args) == 2:
-        response = decode_base64(command.args[1])
-        if response is None:
+        initial = decode_base64(command.args[1])
+        if initial is None:
             session.write(replies.err("invalid base64 in the initial response (RFC 5034 §4)"))
             return
-    else:
-        session.write(b"+ \r\n")  # an empty challenge (RFC 5034 §4)
-        line = await session.read_line(replies.MAX_SASL_LINE)
-        if line is None:
-            return
-        if not isinstance(line, bytes):
-            session.write(replies.err("SASL response too long"))
-            return
-        parsed = parse_sasl(line)
-        if parsed is CANCEL:
-            session.write(replies.err("authentication cancelled"))
-            return
-        if isinstance(parsed, ParseError):
-            session.write(parsed.reply)
-            return
-        assert isinstance(parsed, bytes)
-        response = parsed
-    credentials = _plain(response)
-    if credentials is None:
-        session.write(replies.err("malformed PLAIN response (RFC 4616 §2)", replies.AUTH))
-        return
-    await login(session, *credentials)
-
-
-def _plain(message: bytes) -> tuple[str, str] | None:
-    """(authcid, password) of an RFC 4616 §2 message; None if malformed.
-
-    Acting for another user (a non-empty authzid other than authcid) is
-    not supported and refused.
-    """
-    parts = message.split(b"\0")
-    if len(parts) != 3:
-        return None
     try:
-        authzid, authcid, password = (p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
+        step = mechanism.start(initial)
+        while isinstance(step, sasl.Challenge):
+            response = await _sasl_response(session, step.data)
+            if response is None:
+                return
+            step = mechanism.step(response)
+        if isinstance(step, sasl.Verified) and await _sasl_response(session, step.final) is None:
+            return
+    except sasl.SaslError:
+        session.auth_failures += 1
+        session.write(replies.BAD_LOGIN)
+        return
+    if isinstance(step, sasl.CheckPassword):
+        if step.authzid not in ("", step.username):
+            session.write(replies.err("acting for another user is not supported", replies.AUTH))
+            return
+        await login(session, step.username, step.password)
+        return
+    user = session.service.accounts.get_user(step.username)
+    if user is None:
+        session.write(replies.BAD_LOGIN)
+        return
+    await enter(session, user)
+
+
+async def _sasl_response(session: Pop3Session, challenge: bytes) -> bytes | None:
+    """Send ``+ <challenge>``, read the client's line; None (replied) if it gave up."""
+    session.write(b"+ " + sasl.b64encode(challenge).encode() + b"\r\n")
+    line = await session.read_line(replies.MAX_SASL_LINE)
+    if line is None:
         return None
-    if not authcid or not password or authzid not in ("", authcid):
+    if not isinstance(line, bytes):
+        session.write(replies.err("SASL response too long"))
         return None
-    return authcid, password
+    parsed = parse_sasl(line)
+    if parsed is CANCEL:
+        session.write(replies.err("authentication cancelled"))
+        return None
+    if isinstance(parsed, ParseError):
+        session.write(parsed.reply)
+        return None
+    assert isinstance(parsed, bytes)
+    return parsed
 
 
 async def login(session: Pop3Session, name: str, password: str) -> None:
@@ -174,6 +189,12 @@ async def login(session: Pop3Session, name: str, password: str) -> None:
         if session.auth_failures >= replies.MAX_AUTH_FAILURES_PER_CONNECTION:
             session.close()
         return
+    await enter(session, user)
+
+
+async def enter(session: Pop3Session, user: User) -> None:
+    """Lock and snapshot the maildrop of an authenticated user (RFC 1939 §4, §8)."""
+    service = session.service
     if user.address in service.in_use:
         session.write(replies.err("maildrop is locked by another POP3 session", replies.IN_USE))
         return
