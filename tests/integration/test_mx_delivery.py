@@ -95,8 +95,21 @@ async def servers(port: int, ca: trustme.CA) -> AsyncIterator[Starter]:
         await server.wait_closed()
 
 
+_MADE: list[MXDeliverer] = []
+
+
 def deliverer(zones: dict[str, dict[str, object]], port: int) -> MXDeliverer:
-    return MXDeliverer(DictResolver(zones), hostname="mail.one.test", port=port, timeout=5)
+    made = MXDeliverer(DictResolver(zones), hostname="mail.one.test", port=port, timeout=5)
+    _MADE.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+async def close_deliverers() -> AsyncIterator[None]:
+    """Idle pooled connections are closed at the end of each test."""
+    yield
+    while _MADE:
+        await _MADE.pop().close()
 
 
 ZONES: dict[str, dict[str, object]] = {
@@ -144,6 +157,7 @@ async def test_servfail_is_temporary(port: int) -> None:
     resolver = DictResolver(ZONES)
     resolver.zones.fail("two.test", "MX", "servfail")
     d = MXDeliverer(resolver, hostname="mail.one.test", port=port, timeout=5)
+    _MADE.append(d)
     out = (await d.deliver("two.test", "a@one.test", ["bob@two.test"], MSG))["bob@two.test"]
     assert out.temporary and out.enhanced == "4.4.3"
 
@@ -238,3 +252,43 @@ async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
         server.close()
         await server.wait_closed()
     assert connections == 1 and len(script.received) == 5
+
+
+async def test_pipelining_sends_mail_rcpt_data_together(port: int) -> None:
+    """RFC 2920 §3.1: with PIPELINING offered, MAIL, RCPTs and DATA go in one write."""
+    chunks: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx1.two.test ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-mx1.two.test\r\n250 PIPELINING\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # let the whole group arrive
+        chunk = await reader.read(65536)
+        chunks.append(chunk)
+        writer.write(b"250 2.1.0 ok\r\n" * (chunk.count(b"\r\n") - 1) + b"354 go\r\n")
+        await writer.drain()
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 queued\r\n")
+        await writer.drain()
+        await reader.readline()  # QUIT at close
+        writer.write(b"221 bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", port)
+    try:
+        out = await deliverer(ZONES, port).deliver(
+            "two.test", "a@one.test", ["bob@two.test", "carol@two.test"], MSG
+        )
+    finally:
+        for made in _MADE:
+            await made.close()
+        server.close()
+        await server.wait_closed()
+    assert out["bob@two.test"].delivered and out["carol@two.test"].delivered
+    assert chunks[0].split(b"\r\n")[:4] == [
+        b"MAIL FROM:<a@one.test>",
+        b"RCPT TO:<bob@two.test>",
+        b"RCPT TO:<carol@two.test>",
+        b"DATA",
+    ]

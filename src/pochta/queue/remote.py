@@ -29,11 +29,10 @@ import ssl
 import time
 from collections.abc import Sequence
 
-import aiosmtplib
-
 from pochta.dns.records import DNSError, TemporaryDNSError
 from pochta.dns.resolver import Resolver, host_addresses
 from pochta.queue.outcome import Outcome, permanent, temporary
+from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply
 
 log = logging.getLogger("pochta.queue.remote")
 
@@ -45,14 +44,8 @@ MAX_USES = 100
 MAX_IDLE_PER_DOMAIN = 20
 
 
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    try:
-        if client.is_connected:
-            await client.quit()
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        pass
-    finally:
-        client.close()
+async def _quit(client: SMTPClient) -> None:
+    await client.quit()
 
 
 class MXDeliverer:
@@ -71,11 +64,11 @@ class MXDeliverer:
         self.timeout = timeout
         self.rng = rng or random.Random()
         #: domain -> idle connections (client, host, idle since, transactions done)
-        self._idle: dict[str, list[tuple[aiosmtplib.SMTP, str, float, int]]] = {}
+        self._idle: dict[str, list[tuple[SMTPClient, str, float, int]]] = {}
         self._uses: dict[int, int] = {}
         self._closing: set[asyncio.Future[None]] = set()
         # One client context for every connection: building one per connection
-        # (aiosmtplib's default) loads the system CA bundle each time, which
+        # would load the system CA bundle each time, which
         # costs more CPU than the whole SMTP transaction. Opportunistic TLS
         # (RFC 7435) does not verify; MTA-STS/DANE will add verification.
         self.tls_context = ssl.create_default_context()
@@ -150,17 +143,13 @@ class MXDeliverer:
             client, host = idle
             try:
                 result = await self._transaction(client, host, mail_from, rcpts, data)
-            except aiosmtplib.SMTPServerDisconnected:
-                client.close()  # the far side timed it out: open a new one
+            except SMTPClientError:
+                client.close()  # timed out by the far side meanwhile: open a new one
                 continue
-            except (OSError, TimeoutError) as exc:
-                client.close()
-                outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
-                return dict.fromkeys(rcpts, outcome)
             self._keep(domain, client, host)
             return result
 
-    def _take_idle(self, domain: str) -> tuple[aiosmtplib.SMTP, str] | None:
+    def _take_idle(self, domain: str) -> tuple[SMTPClient, str] | None:
         pool = self._idle.get(domain)
         now = time.monotonic()
         while pool:
@@ -171,7 +160,7 @@ class MXDeliverer:
             self._quit_later(client)
         return None
 
-    def _keep(self, domain: str, client: aiosmtplib.SMTP, host: str) -> None:
+    def _keep(self, domain: str, client: SMTPClient, host: str) -> None:
         uses = self._uses.pop(id(client), 0) + 1
         pool = self._idle.setdefault(domain, [])
         if not client.is_connected or uses >= MAX_USES or len(pool) >= MAX_IDLE_PER_DOMAIN:
@@ -179,7 +168,7 @@ class MXDeliverer:
             return
         pool.append((client, host, time.monotonic(), uses))
 
-    def _quit_later(self, client: aiosmtplib.SMTP) -> None:
+    def _quit_later(self, client: SMTPClient) -> None:
         task = asyncio.ensure_future(_quit(client))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -203,26 +192,22 @@ class MXDeliverer:
         data: bytes,
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
-        client = aiosmtplib.SMTP(
-            hostname=address,
-            port=self.port,
-            local_hostname=self.hostname,
-            timeout=self.timeout,
-            start_tls=None,  # STARTTLS when offered
-            validate_certs=False,  # opportunistic TLS, RFC 7435
-            tls_context=self.tls_context,
-        )
         try:
-            await client.connect()
-        except aiosmtplib.SMTPResponseException as exc:
-            client.close()
-            return Outcome(exc.code, _enhanced(exc.message, exc.code), _text(exc.message), host)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            client.close()
+            client, greeting = await SMTPClient.connect(
+                address,
+                self.port,
+                local_hostname=self.hostname,
+                tls_context=self.tls_context,  # STARTTLS whenever offered
+                timeout=self.timeout,
+            )
+        except SMTPClientError as exc:
             return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)
+        if greeting.code // 100 != 2:
+            client.close()
+            return _outcome(greeting, host)
         try:
             result = await self._transaction(client, host, mail_from, rcpts, data)
-        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError) as exc:
+        except SMTPClientError as exc:
             # Lost before the final reply: nothing was accepted, try again later.
             client.close()
             outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
@@ -232,7 +217,7 @@ class MXDeliverer:
 
     async def _transaction(
         self,
-        client: aiosmtplib.SMTP,
+        client: SMTPClient,
         host: str,
         mail_from: str,
         rcpts: Sequence[str],
@@ -241,55 +226,29 @@ class MXDeliverer:
         def everyone(outcome: Outcome) -> dict[str, Outcome]:
             return dict.fromkeys(rcpts, outcome)
 
-        limit = client.esmtp_extensions.get("size", "")
+        limit = client.extensions.get("size", "")
         if limit.isdigit() and int(limit) and len(data) > int(limit):
             return everyone(
                 Outcome(552, "5.3.4", f"Message too big for {host} (limit {limit} bytes)", host)
             )
         options: list[str] = []
         if _needs_smtputf8(mail_from, rcpts, data):
-            if not client.supports_extension("smtputf8"):
+            if not client.supports("smtputf8"):
                 return everyone(Outcome(553, "5.6.7", f"{host} does not support SMTPUTF8", host))
             options.append("SMTPUTF8")
-        if client.supports_extension("8bitmime") and not data.isascii():
+        if client.supports("8bitmime") and not data.isascii():
             options.append("BODY=8BITMIME")
-        if limit.isdigit():
+        if client.supports("size"):
             options.append(f"SIZE={len(data)}")
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        try:
-            await client.mail(mail_from, options=options, encoding=encoding)
-        except aiosmtplib.SMTPResponseException as exc:
-            return everyone(_from_error(exc, host))
-        outcomes: dict[str, Outcome] = {}
-        accepted: list[str] = []
-        for rcpt in rcpts:
-            try:
-                response = await client.rcpt(rcpt, encoding=encoding)
-            except aiosmtplib.SMTPResponseException as exc:
-                outcomes[rcpt] = _from_error(exc, host)
-                continue
-            accepted.append(rcpt)
-            outcomes[rcpt] = Outcome(
-                response.code, _enhanced(response.message, response.code), "", host
-            )
-        if not accepted:
-            try:
-                await client.rset()
-            except aiosmtplib.SMTPException:
-                pass
-            return outcomes
-        try:
-            response = await client.data(data)
-        except aiosmtplib.SMTPResponseException as exc:
-            failed = _from_error(exc, host)
-            for rcpt in accepted:
-                outcomes[rcpt] = failed
-            return outcomes
-        done = Outcome(
-            response.code, _enhanced(response.message, response.code), _text(response.message), host
-        )
-        for rcpt in accepted:
-            outcomes[rcpt] = done
+        mail, replies, final = await client.transaction(mail_from, rcpts, data, options, encoding)
+        if mail.code // 100 != 2:
+            return everyone(_outcome(mail, host))
+        outcomes = {rcpt: _outcome(reply, host) for rcpt, reply in zip(rcpts, replies, strict=True)}
+        if final is not None:
+            for rcpt, reply in zip(rcpts, replies, strict=True):
+                if reply.code // 100 == 2:
+                    outcomes[rcpt] = _outcome(final, host)
         return outcomes
 
 
@@ -316,5 +275,6 @@ def _text(message: str) -> str:
     return message.replace("\n", " ").strip()
 
 
-def _from_error(exc: aiosmtplib.SMTPResponseException, host: str) -> Outcome:
-    return Outcome(exc.code, _enhanced(exc.message, exc.code), _text(exc.message), host)
+def _outcome(reply: SMTPReply, host: str) -> Outcome:
+    message = reply.text.replace("\n", " ")
+    return Outcome(reply.code, _enhanced(message, reply.code), _text(message), host)
