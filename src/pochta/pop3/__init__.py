@@ -1,4 +1,4 @@
-"""POP3 (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL PLAIN and SCRAM-SHA-256 (RFC 5034).
+"""POP3 (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595) and SASL (RFC 5034): PLAIN, SCRAM.
 
 The modules, in the order a command meets them:
 
