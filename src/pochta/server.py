@@ -26,6 +26,7 @@ from pochta.accounts.login import LoginGuard
 from pochta.config import HostPort, Settings
 from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
+from pochta.imap.server import ImapService
 from pochta.pop3 import Pop3Service
 from pochta.queue.local import LocalDeliverer
 from pochta.queue.remote import MXDeliverer
@@ -43,7 +44,18 @@ log = logging.getLogger("pochta.server")
 
 #: Listener kinds this version serves; the others are accepted in settings
 #: (they are part of the contract) and reported as skipped at start.
-SERVED = ("smtp", "lmtp", "submission", "submissions", "pop3", "pop3s", "http", "https")
+SERVED = (
+    "smtp",
+    "lmtp",
+    "submission",
+    "submissions",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "http",
+    "https",
+)
 
 
 class StartupError(UserFacingError):
@@ -111,6 +123,8 @@ class Server:
         self.guard = LoginGuard()
         #: Shared by the pop3 and pop3s listeners (maildrop locks); made at start.
         self._pop3: Pop3Service | None = None
+        #: Shared by the imap and imaps listeners; made at start.
+        self._imap: ImapService | None = None
         #: The outbound queue; its deliverers are made at start.
         self.queue = QueueRunner(
             Spool(settings.data_dir),
@@ -168,6 +182,8 @@ class Server:
             "lmtp": (self._lmtp_factory, None),
             "submission": (self._submission_factory, None),
             "submissions": (self._submissions_factory, self.tls),
+            "imap": (self._imap_factory, None),
+            "imaps": (self._imap_factory, self.tls),
             "pop3": (self._pop3_factory, None),
             "pop3s": (self._pop3_factory, self.tls),
         }
@@ -201,6 +217,19 @@ class Server:
                 allow_plaintext=self.settings.auth.allow_plaintext_without_tls,
             )
         return self._pop3.factory(sessions)
+
+    def _imap_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
+        if self._imap is None:
+            self._imap = ImapService(
+                hostname=self.settings.hostname,
+                store=self.store,
+                accounts=self.accounts,
+                guard=self.guard,
+                tls=self.tls,
+                allow_plaintext=self.settings.auth.allow_plaintext_without_tls,
+                max_append=self.settings.limits.message_size,
+            )
+        return self._imap.factory(sessions)
 
     def _submission_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
         return self._smtp_template(PochtaSMTP, sessions, submission=True).clone

@@ -1,0 +1,62 @@
+"""Pure parts of the IMAP session: LIST patterns, SEARCH MODSEQ detection, the
+bounded line reader of the connection layer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pochta.imap.connection import Closed, Connection
+from pochta.imap.mailbox import pattern_regex
+from pochta.imap.selected import uses_modseq
+from pochta.imap.types import SearchAll, SearchAnd, SearchModSeq, SearchNot, SearchOr
+
+
+@pytest.mark.parametrize(
+    ("reference", "pattern", "name", "matches"),
+    [
+        ("", "*", "a/b/c", True),
+        ("", "%", "a/b", False),
+        ("", "%", "a", True),
+        ("a/", "%", "a/b", True),
+        ("", "inbox", "INBOX", True),
+        ("", "Inbox/%", "INBOX/x", True),
+        ("", "INBOXES", "INBOX", False),
+        ("", "a.b", "aXb", False),  # regex metacharacters are literal
+        ("", "(x)+", "(x)+", True),
+    ],
+)
+def test_pattern_regex(reference: str, pattern: str, name: str, matches: bool) -> None:
+    assert bool(pattern_regex(reference, pattern).fullmatch(name)) is matches
+
+
+def test_uses_modseq() -> None:
+    assert uses_modseq(SearchModSeq(5))
+    assert uses_modseq(SearchNot(SearchOr(SearchAll(), SearchAnd((SearchModSeq(1),)))))
+    assert not uses_modseq(SearchAnd((SearchAll(), SearchNot(SearchAll()))))
+
+
+async def test_connection_discards_overlong_lines_and_reads_literals() -> None:
+    conn = Connection(lambda _c: None)
+    conn.data_received(b"x" * 100 + b"\r\na1 NOOP\r\n")
+    assert await conn.read_line(50) is None
+    assert await conn.read_line(50) == b"a1 NOOP\r\n"
+    conn.data_received(b"abcdef")
+    assert await conn.read_exactly(4) == b"abcd"
+    with pytest.raises(TimeoutError):
+        await conn.read_line(50, silence=0.01)
+    conn.eof_received()
+    with pytest.raises(Closed):
+        await conn.read_line(50)
+
+
+async def test_connection_overlong_line_split_across_packets() -> None:
+    conn = Connection(lambda _c: None)
+    reader = asyncio.ensure_future(conn.read_line(10))
+    for _ in range(5):
+        conn.data_received(b"y" * 8)
+        await asyncio.sleep(0)
+    conn.data_received(b"\r\nok\r\n")
+    assert await reader is None
+    assert await conn.read_line(10) == b"ok\r\n"
