@@ -153,6 +153,7 @@ def connect_text(*, settings_path: Path, user: str, password: str, dev: bool) ->
         "",
         "Connect a mail client (user name = the address; the certificate is",
         "self-signed, so the client asks once to trust it):",
+        f"  IMAP        {host}:{ports['imap']} (STARTTLS)   {host}:{ports['imaps']} (SSL/TLS)",
         f"  POP3        {host}:{ports['pop3']} (STARTTLS)   {host}:{ports['pop3s']} (SSL/TLS)",
         f"  SMTP        {host}:{ports['submission']} (STARTTLS)   "
         f"{host}:{ports['submissions']} (SSL/TLS), password login",
