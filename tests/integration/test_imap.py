@@ -27,6 +27,7 @@ from pochta.config import load_settings
 from pochta.imap.commands import TABLES
 from pochta.imap.server import ImapService
 from pochta.imap.session import State
+from pochta.limits import ConnectionLimiter
 from pochta.server import Server
 from pochta.store import Recipient
 
@@ -268,6 +269,18 @@ def test_autologout(srv: ImapServer, raw: Callable[..., Raw]) -> None:
     srv.imap.autologout = 0.3
     r = raw()
     assert r.line().startswith(b"* BYE")
+
+
+def test_connection_limit_says_bye(srv: ImapServer) -> None:
+    srv.imap.limiter = ConnectionLimiter(total=100, per_ip=2)
+    socks = [socket.create_connection(srv.address("imap"), timeout=10) for _ in range(3)]
+    try:
+        greetings = [Raw(sock).line() for sock in socks]
+        assert greetings[0].startswith(b"* OK") and greetings[1].startswith(b"* OK")
+        assert greetings[2].startswith(b"* BYE [UNAVAILABLE]")
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 # --- mailboxes ------------------------------------------------------------------------

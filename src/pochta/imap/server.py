@@ -20,6 +20,7 @@ from pochta.accounts.login import LoginGuard
 from pochta.accounts.registry import Accounts
 from pochta.imap.connection import Connection
 from pochta.imap.session import ImapSession, make_limits
+from pochta.limits import ConnectionLimiter
 from pochta.store.interface import Store
 
 __all__ = ["AUTOLOGOUT", "EXTENSIONS", "ImapService"]
@@ -53,6 +54,12 @@ EXTENSIONS: tuple[str, ...] = (
 )
 
 
+#: Sessions at once: IDLE clients are cheap (a few KiB each), so many.
+MAX_CONNECTIONS = 20_000
+#: Sessions from one address; a mail client opens up to about 5 per account.
+MAX_PER_IP = 100
+
+
 class ImapService:
     """Shared state of the IMAP listeners; ``factory`` makes their protocols."""
 
@@ -67,6 +74,8 @@ class ImapService:
         allow_plaintext: bool,
         max_append: int = 26_214_400,
         autologout: float = AUTOLOGOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_ip: int = MAX_PER_IP,
     ) -> None:
         self.hostname = hostname
         self.store = store
@@ -78,12 +87,23 @@ class ImapService:
         #: Seconds of client silence before ``* BYE`` (tests shorten it).
         self.autologout = autologout
         self.extensions: tuple[str, ...] = EXTENSIONS
+        #: Open sessions overall and per client address (DESIGN.md: connection limits).
+        self.limiter = ConnectionLimiter(max_connections, max_per_ip)
 
     def factory(self, sessions: set[Any]) -> Callable[[], Connection]:
         """A protocol factory for one listener; sessions join ``sessions`` while open."""
 
         def opened(conn: Connection) -> None:
-            ImapSession(self, sessions, conn).start()
+            ip = conn.peer_ip
+            if not self.limiter.acquire(ip):
+                # RFC 9051 §7.1.5: BYE instead of a greeting, then close.
+                conn.write(b"* BYE [UNAVAILABLE] Too many connections; try again later\r\n")
+                conn.close()
+                return
+            session = ImapSession(self, sessions, conn)
+            session.start()
+            assert session.task is not None
+            session.task.add_done_callback(lambda _task: self.limiter.release(ip))
 
         def make() -> Connection:
             return Connection(opened)
