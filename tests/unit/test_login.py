@@ -137,7 +137,7 @@ async def test_success_clears_the_account_but_not_the_ip(accounts: Accounts, clo
 async def test_a_burst_of_guesses_is_cut_off_at_the_limit(accounts: Accounts, clock: Clock) -> None:
     g = guard(clock, free_failures=2, refuse_after=4, base_delay=0.1, max_parallel=1)
     results = await asyncio.gather(
-        *(g.authenticate(accounts, BOB, "wrong", "192.0.2.9") for _ in range(6)),
+        *(g.authenticate(accounts, BOB, f"wrong{i}", "192.0.2.9") for i in range(6)),
         return_exceptions=True,
     )
     refused = [r for r in results if isinstance(r, TooManyFailures)]
@@ -146,13 +146,15 @@ async def test_a_burst_of_guesses_is_cut_off_at_the_limit(accounts: Accounts, cl
 
 
 async def test_parallel_right_logins_are_not_slowed(accounts: Accounts, clock: Clock) -> None:
-    """A client opening several connections at once logs in on all of them at once."""
+    """A client opening several connections at once logs in on all of them at once,
+    and argon2 runs once for them all (single flight)."""
     g = guard(clock, free_failures=2, refuse_after=4, base_delay=0.1)
     results = await asyncio.gather(
         *(g.authenticate(accounts, BOB, "right", "192.0.2.9") for _ in range(10))
     )
     assert all(user is not None for user in results)
     assert clock.slept == []
+    assert g.verifications == 1
 
 
 async def test_cache_skips_argon2_for_repeated_logins(accounts: Accounts, clock: Clock) -> None:

@@ -147,6 +147,7 @@ class LoginGuard:
         self._hmac_key = secrets.token_bytes(32)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[User | None]] = {}
         self._argon2_slots: asyncio.Semaphore | None = None
         #: argon2 verifications run so far (tests and metrics).
         self.verifications = 0
@@ -211,6 +212,37 @@ class LoginGuard:
                     self._cache.move_to_end(digest)
                     return cached.user
                 del self._cache[digest]
+        # Several connections of one client log in at once (Thunderbird opens
+        # up to five): the first runs argon2, the others wait for its answer
+        # instead of each running it (single flight).
+        if digest is not None:
+            pending = self._pending.get(digest)
+            if pending is not None:
+                return await asyncio.shield(pending)
+            future: asyncio.Future[User | None] = asyncio.get_running_loop().create_future()
+            self._pending[digest] = future
+            try:
+                user = await self._verify_once(accounts, canonical, address, password, keys, digest)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody else must
+                raise
+            else:
+                future.set_result(user)
+                return user
+            finally:
+                del self._pending[digest]
+        return await self._verify_once(accounts, canonical, address, password, keys, None)
+
+    async def _verify_once(
+        self,
+        accounts: Accounts,
+        canonical: str | None,
+        address: str,
+        password: str,
+        keys: tuple[str, ...],
+        digest: bytes | None,
+    ) -> User | None:
         # Read the stamp before verifying: if the password changes meanwhile,
         # the entry carries the old stamp and is never honoured.
         stamp = accounts.credential_stamp(canonical) if canonical is not None else None
