@@ -307,7 +307,8 @@ def test_star_and_saved_in_an_empty_context() -> None:
         ("BODY x", Need.META | Need.DATA),
         ("NOT TEXT x", Need.META | Need.DATA),
         ("OR SEEN SENTSINCE 1-Jan-2000", Need.META),
-        ("SEEN (SUBJECT x SENTON 1-Jan-2000)", Need.META | Need.DATA),
+        ("SEEN (FROM x SENTON 1-Jan-2000)", Need.META | Need.DATA),
+        ("SUBJECT x", Need.META),  # from the cached envelope, no file read
     ],
 )
 def test_needs(program: str, need: Need) -> None:

@@ -184,6 +184,8 @@ def needs(key: SearchKey) -> Need:
     match key:
         case SearchDate(sent=True):
             return Need.META
+        case SearchHeader(field=field) if field.lower() == "subject":
+            return Need.META  # the envelope cached at delivery has it
         case SearchHeader():
             return Need.DATA
         case SearchBody() | SearchText():
@@ -325,6 +327,8 @@ def _compile(key: SearchKey, ctx: SearchContext) -> tuple[_Pred, int]:
                 return None if value is None else _compare(op, value, date)
 
             return sent, _META
+        case SearchHeader(field=field, value=value) if field.lower() == "subject":
+            return _subject(value.casefold()), _META
         case SearchHeader(field=field, value=value):
             return _header(field.lower(), value.casefold()), _HEADER
         case SearchBody(value=value):
@@ -368,6 +372,26 @@ def _flag(flag: str, present: bool) -> _Pred:
         return found is present
 
     return keyword
+
+
+def _subject(needle: str) -> _Pred:
+    """SUBJECT from the envelope cached at delivery: no message file is read.
+
+    The envelope keeps the first Subject field, raw (RFC 9051 §7.5.2); it is
+    decoded here exactly as a header search decodes it.
+    """
+
+    def subject(m: SearchMessage, d: _Doc) -> Verdict:
+        meta = m.meta
+        if meta is None:
+            return None
+        raw = meta.envelope.subject
+        if raw is None:
+            return False
+        value = decode_header_value(raw.encode("utf-8", "surrogateescape")).casefold()
+        return needle in value
+
+    return subject
 
 
 def _header(name: str, needle: str) -> _Pred:
