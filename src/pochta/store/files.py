@@ -25,6 +25,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import shutil
 import socket
 import time
@@ -93,6 +94,23 @@ def new_base(size: int) -> str:
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_sequence)}.{HOST},S={size}"
+
+
+_ORDER = re.compile(r"^(\d+)\.M(\d+)P\d+Q(\d+)\.")
+
+
+def delivery_order(base: str) -> tuple[int, int, int, str]:
+    """Sort key putting our own file names in the order they were made.
+
+    ``<sec>.M<usec>...Q<n>`` compared as text puts ``M100000`` before
+    ``M95000``; compared as numbers it is the order of delivery. Names made
+    by other software sort after ours of the same second, by name.
+    """
+    match = _ORDER.match(base)
+    if match is None:
+        sec = base.partition(".")[0]
+        return (int(sec) if sec.isdigit() else 0, 1 << 62, 0, base)
+    return (int(match[1]), int(match[2]), int(match[3]), base)
 
 
 def rel_path(base: str, letters: str | None) -> str:

@@ -137,7 +137,9 @@ class ReindexJob(Job[int]):
                 "SELECT uid, path, flags FROM messages WHERE mailbox_id = ?", (box.id,)
             )
         }
-        found = sorted(scan_messages(folder).items(), key=lambda kv: (kv[1].mtime, kv[0]))
+        # Delivery order (the time and counter in our file names), not the
+        # files' mtimes: those tie within a clock tick.
+        found = sorted(scan_messages(folder).items(), key=lambda kv: files.delivery_order(kv[0]))
         # One MODSEQ for the whole rebuild of this mailbox, taken only if something changed.
         modseq = 0
 
