@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 import subprocess
 import sys
@@ -245,12 +244,6 @@ def test_main_prints_one_line_and_exits_1(config: Path) -> None:
 
 def test_user_add_and_del_with_the_real_store(config: Path) -> None:
     """``user add`` makes the Maildir (DESIGN.md: data_dir/mail/<domain>/<local>/)."""
-    try:
-        store_module = importlib.import_module("pochta.store")
-    except ImportError:
-        store_module = None
-    if not hasattr(store_module, "open_store"):
-        pytest.skip("pochta.store.open_store is not available yet")
     _register()
     runner = CliRunner()
     base = ["--config", str(config)]

@@ -35,6 +35,7 @@ not cancel its job: once queued, the change happens.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import queue
@@ -96,7 +97,7 @@ class Tx:
         self.undo.clear()
 
 
-class Job(Generic[T]):
+class Job(abc.ABC, Generic[T]):
     """One unit of change; subclasses implement ``apply``."""
 
     #: Set when ``prepare`` does something, so the writer can skip the helpers.
@@ -105,8 +106,9 @@ class Job(Generic[T]):
     def prepare(self) -> None:
         """Index-free work done before the transaction, possibly in parallel."""
 
+    @abc.abstractmethod
     def apply(self, tx: Tx) -> T:
-        raise NotImplementedError
+        """The index rows and file moves of this change, inside the batch transaction."""
 
     def cleanup(self) -> None:
         """Always runs after the batch, success or not (remove temporaries)."""
