@@ -21,75 +21,25 @@ import asyncio
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-POCHTA = ROOT / ".venv" / "bin" / "pochta"
+from _server import free_port, quickstart, rss_kib, serve, set_password
+
 USER = "demo@example.test"  # the N idling sessions
 WATCHED = "watch@example.test"  # the one that receives the timed deliveries
 PASSWORD = "bench-password"
 PER_ADDRESS = 90  # below the server's per-address limit
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def start_server(work: Path, imap: int, smtp: int) -> subprocess.Popen[bytes]:
-    subprocess.run(
-        [str(POCHTA), "quickstart", "--dev", "--dir", str(work), USER],
-        check=True,
-        capture_output=True,
-    )
-    config = work / "pochta.toml"
-    text = config.read_text()
-    start, end = text.index("[listen]"), text.index("[tls]")
-    text = (
-        text[:start]
-        + f'[listen]\nsmtp = ["127.0.0.1:{smtp}"]\nimap = ["127.0.0.1:{imap}"]\n\n'
-        + text[end:]
-    )
-    config.write_text(text)
-    subprocess.run(
-        [str(POCHTA), "--config", str(config), "user", "passwd", USER, "--password-stdin"],
-        input=(PASSWORD + "\n").encode(),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [str(POCHTA), "--config", str(config), "user", "add", WATCHED, "--password-stdin"],
-        input=(PASSWORD + "\n").encode(),
-        check=True,
-        capture_output=True,
-    )
-    proc = subprocess.Popen(
-        [str(POCHTA), "--config", str(config), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", imap), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("pochta serve did not start")
+    config = quickstart(work, USER, f'smtp = ["127.0.0.1:{smtp}"]\nimap = ["127.0.0.1:{imap}"]')
+    set_password(config, USER, PASSWORD)
+    set_password(config, WATCHED, PASSWORD, add=True)
+    return serve(config, "127.0.0.1", imap)
 
 
 async def expect(reader: asyncio.StreamReader, prefix: bytes) -> None:

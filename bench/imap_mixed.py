@@ -22,7 +22,6 @@ import argparse
 import imaplib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-POCHTA = ROOT / ".venv" / "bin" / "pochta"
+from _server import free_port, quickstart, rss_kib, serve, set_password
+
 PASSWORD = "bench-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def message(i: int) -> bytes:
@@ -51,37 +44,10 @@ def message(i: int) -> bytes:
 
 
 def start(work: Path, port: int, users: list[str]) -> subprocess.Popen[bytes]:
-    subprocess.run(
-        [str(POCHTA), "quickstart", "--dev", "--dir", str(work), users[0]],
-        check=True,
-        capture_output=True,
-    )
-    config = work / "pochta.toml"
-    text = config.read_text()
-    begin, end = text.index("[listen]"), text.index("[tls]")
-    config.write_text(text[:begin] + f'[listen]\nimap = ["127.0.0.1:{port}"]\n\n' + text[end:])
+    config = quickstart(work, users[0], f'imap = ["127.0.0.1:{port}"]')
     for i, user in enumerate(users):
-        verb = "passwd" if i == 0 else "add"
-        subprocess.run(
-            [str(POCHTA), "--config", str(config), "user", verb, user, "--password-stdin"],
-            input=(PASSWORD + "\n").encode(),
-            check=True,
-            capture_output=True,
-        )
-    proc = subprocess.Popen(
-        [str(POCHTA), "--config", str(config), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("pochta serve did not start")
+        set_password(config, user, PASSWORD, add=i > 0)
+    return serve(config, "127.0.0.1", port)
 
 
 def login(port: int, user: str) -> imaplib.IMAP4:
@@ -140,13 +106,6 @@ def run_mode(port: int, users: list[str], seconds: float, per_cycle_login: bool)
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-c", type=int, default=10, help="clients (default 10)")
@@ -168,7 +127,7 @@ def main() -> None:
         print(f"{args.c} clients, {args.messages} messages each, {args.seconds:.0f} s per mode")
         print(f"  sessions held open:        {held:8.0f} commands/s")
         print(f"  login + logout per cycle:  {relog:8.0f} commands/s")
-        print(f"  server peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+        print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -23,15 +23,13 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-POCHTA = ROOT / ".venv" / "bin" / "pochta"
+from _server import free_port, quickstart, rss_kib, serve
 
 
 def make_message(i: int, size: int) -> bytes:
@@ -111,53 +109,15 @@ async def run_load(
     return time.perf_counter() - t0, latencies
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def count_files(maildir: Path) -> int:
     return sum(len(os.listdir(maildir / sub)) for sub in ("new", "cur"))
 
 
 def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
-    subprocess.run(
-        [str(POCHTA), "quickstart", "--dev", "--dir", str(workdir), "demo@example.test"],
-        check=True,
-        capture_output=True,
-    )
-    config = workdir / "pochta.toml"
-    text = config.read_text()
     # Only the MX listener, on a free port, so the bench never collides.
-    start = text.index("[listen]")
-    end = text.index("[tls]")
-    text = text[:start] + f'[listen]\nsmtp = ["127.0.0.1:{port}"]\n\n' + text[end:]
-    config.write_text(text)
-    proc = subprocess.Popen(
-        [str(POCHTA), "--config", str(config), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise SystemExit("pochta serve did not start")
-    return proc, port, workdir / "data/mail/example.test/demo"
+    config = quickstart(workdir, "demo@example.test", f'smtp = ["127.0.0.1:{port}"]')
+    return serve(config, "127.0.0.1", port), port, workdir / "data/mail/example.test/demo"
 
 
 def main() -> None:
@@ -208,7 +168,7 @@ def main() -> None:
             if stored != total:
                 raise SystemExit("messages missing from the Maildir")
         if proc is not None:
-            print(f"  server peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+            print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
