@@ -60,6 +60,7 @@ from pochta.errors import UserFacingError
 __all__ = [
     "IMPLICIT_TLS_LISTENERS",
     "LISTENER_KINDS",
+    "AntispamSettings",
     "AuthSettings",
     "ConfigError",
     "DNSSettings",
@@ -67,7 +68,9 @@ __all__ = [
     "HostPort",
     "LimitsSettings",
     "ListenSettings",
+    "MailAuthSettings",
     "Settings",
+    "SpamPolicy",
     "TLSSettings",
     "find_settings_path",
     "load_settings",
@@ -373,6 +376,67 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MailAuthSettings:
+    """``[mailauth]``: sender authentication of mail we send and receive."""
+
+    verify: bool = True
+    """Check SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489) and ARC (RFC 8617)
+    of mail arriving on the ``smtp`` listener and record the verdicts in an
+    ``Authentication-Results`` header (RFC 8601).  LMTP mail comes from a
+    trusted MTA and is not checked."""
+    sign: bool = True
+    """DKIM-sign mail submitted on ``submission``/``submissions`` with the sending
+    domain's keys (``pochta domain add`` makes them)."""
+    dmarc_reports: str = ""
+    """Address for aggregate DMARC reports (``rua=``) in the record ``pochta dns
+    records`` prints; empty means ``postmaster@<domain>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpamPolicy:
+    """Anti-spam knobs of one domain: ``[antispam]`` or ``[antispam.domains."DOMAIN"]``."""
+
+    dnsbl: tuple[str, ...] = ()
+    """DNS block lists asked about the connecting address (RFC 5782), e.g.
+    ``["zen.spamhaus.org"]``.  None by default: lists have usage terms."""
+    dnsbl_reject: bool = True
+    """Refuse a listed client at once (554 5.7.1) instead of only scoring the hit."""
+    greylisting: bool = False
+    """Answer 451 4.7.1 to the first attempt of an unknown (client /24, sender,
+    recipient) triplet; accept a retry after ``greylist_delay`` seconds."""
+    greylist_delay: int = 300
+    """Seconds a new triplet must wait before its retry is accepted."""
+    greylist_expire: int = 35 * 86400
+    """Seconds after which an allowed triplet (or client) not seen again is forgotten."""
+    junk_score: float = 5.0
+    """A message scoring at least this much is delivered to the Junk mailbox."""
+    reject_score: float = 15.0
+    """A message scoring at least this much is refused with 550 5.7.1."""
+    bayes: bool = True
+    """Score with each recipient's Bayesian filter, trained by moving mail into
+    and out of Junk over IMAP."""
+
+
+@dataclass(frozen=True, slots=True)
+class AntispamSettings:
+    """``[antispam]``: the default :class:`SpamPolicy` plus per-domain overrides."""
+
+    default: SpamPolicy = SpamPolicy()
+    """The policy of every domain without its own table."""
+    domains: tuple[tuple[str, SpamPolicy], ...] = ()
+    """``[antispam.domains."example.org"]`` tables: a key not given there takes
+    the value of ``[antispam]``."""
+
+    def for_domain(self, domain: str) -> SpamPolicy:
+        """The policy of ``domain`` (lower-case A-label)."""
+        domain = domain.lower().rstrip(".")
+        for name, policy in self.domains:
+            if name == domain:
+                return policy
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole settings file, validated.  See the module docstring for invariants."""
 
@@ -396,6 +460,10 @@ class Settings:
     """``[delivery]``; see :class:`DeliverySettings`."""
     limits: LimitsSettings
     """``[limits]``; see :class:`LimitsSettings`."""
+    mailauth: MailAuthSettings = MailAuthSettings()
+    """``[mailauth]``; see :class:`MailAuthSettings`."""
+    antispam: AntispamSettings = AntispamSettings()
+    """``[antispam]``; see :class:`AntispamSettings`."""
 
     def tls_context(self) -> ssl.SSLContext:
         """A fresh server-side context: TLS 1.2 minimum, the certificate chain loaded.
@@ -419,6 +487,8 @@ _SECTIONS: dict[str, type] = {
     "dns": DNSSettings,
     "delivery": DeliverySettings,
     "limits": LimitsSettings,
+    "mailauth": MailAuthSettings,
+    "antispam": AntispamSettings,
 }
 _TOP_LEVEL_KEYS = ("hostname", "data_dir", *_SECTIONS)
 
@@ -544,6 +614,32 @@ class _Table:
             self.fail(key, f"{value} is out of range {low}..{high}")
         return value
 
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"must be a number, not {_type_name(value)}")
+        if not low <= value <= high:
+            self.fail(key, f"{value} is out of range {low}..{high}")
+        return float(value)
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.table.get(key, list(default))
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list of strings, not {_type_name(value)}")
+        for item in value:
+            if not isinstance(item, str) or not item:
+                self.fail(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+    def sub_table(self, key: str) -> "_Table | None":
+        """The table ``key`` inside this one, or None when absent."""
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a table, not {_type_name(value)}")
+        return _Table(self.source, f"{self.section}.{key}" if self.section else key, value)
+
     def integers(self, key: str, default: tuple[int, ...], low: int, high: int) -> tuple[int, ...]:
         value = self.table.get(key, list(default))
         if not isinstance(value, list) or not value:
@@ -656,6 +752,63 @@ def _parse_limits(top: _Table) -> LimitsSettings:
         name: table.integer(name, getattr(defaults, name), *_LIMIT_RANGES[name]) for name in names
     }
     return LimitsSettings(**values)
+
+
+def _parse_mailauth(top: _Table) -> MailAuthSettings:
+    table = top.section_table("mailauth")
+    if table is None:
+        return MailAuthSettings()
+    table.check_keys(_field_names(MailAuthSettings))
+    defaults = MailAuthSettings()
+    reports = table.string("dmarc_reports", defaults.dmarc_reports)
+    if reports and (reports.count("@") != 1 or any(c in reports for c in ' ,;!<>"')):
+        table.fail("dmarc_reports", f"{_quote(reports)} is not a mail address")
+    return MailAuthSettings(
+        verify=table.boolean("verify", defaults.verify),
+        sign=table.boolean("sign", defaults.sign),
+        dmarc_reports=reports,
+    )
+
+
+def _parse_spam_policy(table: _Table, base: SpamPolicy) -> SpamPolicy:
+    day = 86400
+    for zone in table.strings("dnsbl", base.dnsbl):
+        if not _is_host_name(zone):
+            table.fail("dnsbl", f"{_quote(zone)} is not a DNS zone name")
+    policy = SpamPolicy(
+        dnsbl=tuple(z.lower().rstrip(".") for z in table.strings("dnsbl", base.dnsbl)),
+        dnsbl_reject=table.boolean("dnsbl_reject", base.dnsbl_reject),
+        greylisting=table.boolean("greylisting", base.greylisting),
+        greylist_delay=table.integer("greylist_delay", base.greylist_delay, 1, day),
+        greylist_expire=table.integer("greylist_expire", base.greylist_expire, 3600, 365 * day),
+        junk_score=table.number("junk_score", base.junk_score, -1000.0, 1000.0),
+        reject_score=table.number("reject_score", base.reject_score, -1000.0, 1000.0),
+        bayes=table.boolean("bayes", base.bayes),
+    )
+    if policy.reject_score < policy.junk_score:
+        table.fail("reject_score", "must not be below junk_score")
+    return policy
+
+
+def _parse_antispam(top: _Table) -> AntispamSettings:
+    table = top.section_table("antispam")
+    if table is None:
+        return AntispamSettings()
+    keys = [*_field_names(SpamPolicy), "domains"]
+    table.check_keys(keys)
+    default = _parse_spam_policy(table, SpamPolicy())
+    domains: list[tuple[str, SpamPolicy]] = []
+    per_domain = table.sub_table("domains")
+    if per_domain is not None:
+        for name in per_domain.table:
+            sub = per_domain.sub_table(name)
+            assert sub is not None
+            sub.check_keys(_field_names(SpamPolicy))
+            domain = name.lower().rstrip(".")
+            if not _is_host_name(domain):
+                per_domain.fail(name, f"{_quote(name)} is not a domain name")
+            domains.append((domain, _parse_spam_policy(sub, default)))
+    return AntispamSettings(default=default, domains=tuple(domains))
 
 
 def _parse_hostname(top: _Table) -> str:
@@ -802,6 +955,8 @@ def parse_settings(text: str, source: Path) -> Settings:
         dns=_parse_dns(top),
         delivery=_parse_delivery(top),
         limits=_parse_limits(top),
+        mailauth=_parse_mailauth(top),
+        antispam=_parse_antispam(top),
     )
     # Everything above looked only at the text; now the filesystem.
     if tls is not None:
