@@ -94,6 +94,13 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far (/proc/PID/stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/PID/stat fields 14, 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -326,11 +333,16 @@ def main() -> None:
             context = ssl.create_default_context(cafile=str(workdir / "tls" / "cert.pem"))
             context.check_hostname = False
         cpu0 = cpu_seconds(proc.pid)
+        split0 = cpu_split(proc.pid)
         elapsed, count, octets, quit_seconds = run_sessions(users, port, context)
         cpu = cpu_seconds(proc.pid) - cpu0
+        split = [b - a for a, b in zip(split0, cpu_split(proc.pid), strict=True)]
         report("download + delete", elapsed, count, octets)
         print(f"  slowest QUIT (UPDATE: expunge of {args.n} messages): {quit_seconds:.2f} s")
-        print(f"  server CPU: {cpu:.2f} s, {cpu / max(count, 1) * 1e6:.0f} us per message")
+        print(
+            f"  server CPU: {cpu:.2f} s, {cpu / max(count, 1) * 1e6:.0f} us per message"
+            f" (user {split[0]:.2f} s, system {split[1]:.2f} s)"
+        )
 
         def left_on_disk() -> int:
             total = 0

@@ -258,6 +258,29 @@ async def test_expunge_and_tombstones(store: Store) -> None:
         await box.read(INBOX, uids[2])
 
 
+async def test_remove_exact_uids_whatever_their_flags(store: Store) -> None:
+    box = store.mailboxes(ALICE)
+    uids = await append_n(store, 4)
+    since = (await box.status(INBOX)).highestmodseq
+    await box.store(INBOX, [uids[3]], [DELETED], StoreMode.ADD)
+    # uids[3] is flagged \Deleted but not asked for: it stays (POP3 must not
+    # expunge what an IMAP client only flagged); an unknown UID is skipped.
+    assert await box.remove(INBOX, [uids[2], uids[0], 999_999]) == [uids[0], uids[2]]
+    assert [m.uid for m in await box.messages(INBOX)] == [uids[1], uids[3]]
+    assert (await box.changes(INBOX, since)).vanished == (uids[0], uids[2])
+    assert await box.remove(INBOX, [uids[0]]) == []
+    with pytest.raises(MessageNotFound):
+        await box.read(INBOX, uids[0])
+    if isinstance(store, MaildirStore):
+        inbox = Path(store.layout.root) / "example.test" / "alice"
+        for _ in range(100):  # files go after the reply, off the critical path
+            left = [p for d in ("new", "cur") for p in (inbox / d).iterdir()]
+            if len(left) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(left) == 2
+
+
 async def test_changes_since(store: Store) -> None:
     box = store.mailboxes(ALICE)
     uids = await append_n(store, 3)

@@ -8,8 +8,8 @@ Purpose
     INBOX through the store interface once and keeps (UID, size) per number;
     later deliveries are not seen until the next session, as the RFC
     expects. DELE only marks numbers; ``commit`` (the UPDATE state, RFC 1939
-    §6) flags exactly those UIDs ``\\Deleted`` and expunges exactly those
-    UIDs, so a message another client (IMAP) flagged ``\\Deleted`` is never
+    §6) removes exactly those UIDs (``Mailboxes.remove``, without flagging
+    them ``\\Deleted`` first), so a message another client (IMAP) flagged ``\\Deleted`` is never
     removed by POP3 and IMAP sessions see a normal EXPUNGE. If the session
     ends any other way, nothing is deleted.
 
@@ -30,19 +30,21 @@ Speed
     never a Python loop per line. Every extra pass over a 50 KB message costs
     ~40 us on the reference machine, a measurable share of the per-message
     budget, so there is no second pass to look for bare LF (see
-    ``dot_stuff``). RETR reads and stuffs the next message ahead
+    ``dot_stuff``). RETR reads the next messages ahead in batches
     (``Maildrop.retr``), taking the store's thread hop off the round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 
-from pochta.store.interface import DELETED, INBOX, Mailboxes, StoreMode
+from pochta.store.interface import INBOX, Mailboxes, MessageNotFound
 
-#: Messages up to this size are read ahead (see ``Maildrop.retr``).
+#: Octets read ahead at most, and messages per read-ahead batch (``Maildrop.retr``).
 PREFETCH_MAX = 1 << 20
+PREFETCH_COUNT = 8
 
 __all__ = ["Maildrop", "NoSuchMessage", "dot_stuff", "top_of"]
 
@@ -98,9 +100,18 @@ def top_of(data: bytes, lines: int) -> bytes:
     return data[:pos]
 
 
-def _ignore_result(task: asyncio.Task[bytes]) -> None:
+def _ignore_result(task: asyncio.Task[dict[int, bytes]]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages read ahead together: their UIDs, the number after the last, the read."""
+
+    uids: list[int]
+    after: int
+    task: asyncio.Task[dict[int, bytes]]
 
 
 @dataclass
@@ -112,8 +123,8 @@ class Maildrop:
     uids: list[int]
     sizes: list[int]
     deleted: set[int] = field(default_factory=set)  # message numbers, 1-based
-    #: (UID, task) of the RETR response being prepared ahead of the request.
-    _ahead: tuple[int, asyncio.Task[bytes]] | None = field(default=None, repr=False)
+    #: Messages being read ahead of the requests, oldest batch first (at most two).
+    _batches: deque[_Batch] = field(default_factory=deque, repr=False)
 
     @classmethod
     async def open(cls, mailboxes: Mailboxes) -> Maildrop:
@@ -165,45 +176,54 @@ class Maildrop:
         """The RETR response body for message ``number``: dot-stuffed, terminated.
 
         Clients download in order (fetchmail, getmail, Outlook: RETR 1, DELE
-        1, RETR 2 ...), so after each RETR the next message is read and
-        dot-stuffed ahead, while the client is still busy with this one:
-        the store's thread hop and the stuffing leave the round trip. At most
-        one message (of at most ``PREFETCH_MAX`` octets) is held ahead; it is
-        the same UID's bytes, so a RETR never gets another message's bytes.
-        Raises like ``read``.
+        1, RETR 2 ...), so the messages after the one asked for are read
+        ahead in batches (``Mailboxes.read_many``: one trip to the store's
+        threads and one index query for up to ``PREFETCH_COUNT`` messages,
+        at most ``PREFETCH_MAX`` octets), while the client is still busy:
+        the store's thread hop leaves the round trip. Bytes are kept by UID,
+        so a RETR never gets another message's bytes. Raises like ``read``.
         """
         uid = self.uids[self.check(number)]
-        ahead = self._ahead
-        self._ahead = None
-        if ahead is not None and ahead[0] == uid:
-            body = await ahead[1]
+        while self._batches and uid not in self._batches[0].uids:
+            self._batches.popleft().task.cancel()
+        if self._batches:
+            batch = self._batches[0]
+            data = (await batch.task).pop(uid, None)
+            if data is None:
+                raise MessageNotFound(f"no message with UID {uid}")
+            # Halfway through a batch, start the next one, so that it is
+            # read by the time the client gets there.
+            if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
+                self._read_ahead(batch.after)
         else:
-            if ahead is not None:
-                ahead[1].cancel()
-            body = dot_stuff(await self.mailboxes.read(INBOX, uid))
-        self._read_ahead(number + 1)
-        return body
+            data = await self.mailboxes.read(INBOX, uid)
+            self._read_ahead(number + 1)
+        return dot_stuff(data)
 
     def _read_ahead(self, number: int) -> None:
-        while number in self.deleted:
+        """Start reading the next batch of live messages from ``number`` on."""
+        plan: list[int] = []
+        octets = 0
+        while number <= len(self.uids) and len(plan) < PREFETCH_COUNT:
+            if number not in self.deleted:
+                size = self.sizes[number - 1]
+                if size > PREFETCH_MAX or (plan and octets + size > PREFETCH_MAX):
+                    break
+                plan.append(self.uids[number - 1])
+                octets += size
             number += 1
-        if number > len(self.uids) or self.sizes[number - 1] > PREFETCH_MAX:
+        if not plan:
             return
-        uid = self.uids[number - 1]
-        task = asyncio.get_running_loop().create_task(self._stuffed(uid))
+        task = asyncio.get_running_loop().create_task(self.mailboxes.read_many(INBOX, plan))
         # A read ahead that is never asked for may fail unseen; retrieve the
         # exception so it is not reported as lost.
         task.add_done_callback(_ignore_result)
-        self._ahead = (uid, task)
-
-    async def _stuffed(self, uid: int) -> bytes:
-        return dot_stuff(await self.mailboxes.read(INBOX, uid))
+        self._batches.append(_Batch(plan, number, task))
 
     def close(self) -> None:
         """Drop any read ahead (the session ended)."""
-        if self._ahead is not None:
-            self._ahead[1].cancel()
-            self._ahead = None
+        while self._batches:
+            self._batches.popleft().task.cancel()
 
     def delete(self, number: int) -> None:
         self.check(number)
@@ -223,7 +243,6 @@ class Maildrop:
         if not self.deleted:
             return 0
         uids = sorted(self.uids[n - 1] for n in self.deleted)
-        await self.mailboxes.store(INBOX, uids, (DELETED,), StoreMode.ADD)
-        expunged = await self.mailboxes.expunge(INBOX, uids)
+        expunged = await self.mailboxes.remove(INBOX, uids)
         self.deleted.clear()
         return len(expunged)

@@ -277,6 +277,13 @@ class Mailboxes(Protocol):
         """The exact bytes stored for the message."""
         ...
 
+    async def read_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        """The bytes of several messages in one trip to the store (POP3 reads ahead).
+
+        UIDs that are not (or no longer) in the mailbox are left out.
+        """
+        ...
+
     async def store(
         self,
         name: str,
@@ -292,6 +299,14 @@ class Mailboxes(Protocol):
         """Remove messages flagged \\Deleted (only among ``uids`` when given).
 
         Returns the expunged UIDs, ascending (RFC 9051 §6.4.3, RFC 4315 §2.1).
+        """
+        ...
+
+    async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
+        """Expunge exactly ``uids`` whatever their flags (POP3's UPDATE, RFC 1939 §6).
+
+        UIDs no longer present are skipped. Other sessions see a normal
+        expunge. Returns the removed UIDs, ascending.
         """
         ...
 

@@ -413,14 +413,33 @@ class StoreFlagsJob(Job[StoreResult]):
 
 
 class ExpungeJob(Job[list[int]]):
-    def __init__(self, layout: files.Layout, user: str, name: str, uids: list[int] | None) -> None:
+    """EXPUNGE of \\Deleted messages, or (``any_flags``) removal of exact UIDs.
+
+    POP3's UPDATE uses ``any_flags``: flagging thousands of messages
+    \\Deleted first would rename every file just before unlinking it.
+    """
+
+    def __init__(
+        self,
+        layout: files.Layout,
+        user: str,
+        name: str,
+        uids: list[int] | None,
+        *,
+        any_flags: bool = False,
+    ) -> None:
         self.layout, self.user, self.name, self.uids = layout, user, name, uids
+        self.any_flags = any_flags
 
     def apply(self, tx: Tx) -> list[int]:
         conn = tx.conn
         box = index.user_mailbox(conn, self.user, self.name)
         query = "SELECT uid, path FROM messages WHERE mailbox_id = ? AND flags & ? != 0"
         args: tuple[object, ...] = (box.id, flagset.DELETED_BIT)
+        if self.any_flags:
+            assert self.uids is not None
+            query = "SELECT uid, path FROM messages WHERE mailbox_id = ?"
+            args = (box.id,)
         if self.uids is not None:
             query += f" AND {IN_UIDS}"
             args += (uid_list(self.uids),)

@@ -347,17 +347,29 @@ class MaildirMailboxes:
             rel = index.message_path(conn, box.id, uid)
             if rel is None:
                 raise MessageNotFound(f"no message with UID {uid}")
+            data = _read_file(layout.folder(user, box.name), rel)
+            if data is None:
+                raise MessageNotFound(f"the file of UID {uid} is missing")
+            return data
+
+        return await self._store._read(op)
+
+    async def read_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        name, user, layout = names.normalize(name), self._user, self._layout
+
+        def op(conn: sqlite3.Connection) -> dict[int, bytes]:
+            box = index.user_mailbox(conn, user, name)
+            rows = conn.execute(
+                f"SELECT uid, path FROM messages WHERE mailbox_id = ? AND {index.IN_UIDS}",
+                (box.id, index.uid_list(uids)),
+            ).fetchall()
             folder = layout.folder(user, box.name)
-            for _ in range(2):  # a concurrent flag change may rename it once
-                try:
-                    with open(os.path.join(folder, rel), "rb") as f:
-                        return f.read()
-                except FileNotFoundError:
-                    found = files.find_by_base(folder, files.split_name(rel.rpartition("/")[2])[0])
-                    if found is None:
-                        break
-                    rel = found
-            raise MessageNotFound(f"the file of UID {uid} is missing")
+            found: dict[int, bytes] = {}
+            for uid, rel in rows:
+                data = _read_file(folder, rel)
+                if data is not None:
+                    found[uid] = data
+            return found
 
         return await self._store._read(op)
 
@@ -383,6 +395,12 @@ class MaildirMailboxes:
     async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
         wanted = None if uids is None else sorted(set(uids))
         job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted)
+        return await self._store._submit(job)
+
+    async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
+        job = ExpungeJob(
+            self._layout, self._user, names.normalize(name), sorted(set(uids)), any_flags=True
+        )
         return await self._store._submit(job)
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
@@ -411,3 +429,17 @@ class MaildirMailboxes:
 if TYPE_CHECKING:  # mypy checks both classes against the contract
     _store: Store = MaildirStore(Path())
     _mailboxes: Mailboxes = MaildirMailboxes(MaildirStore(Path()), "")
+
+
+def _read_file(folder: str, rel: str) -> bytes | None:
+    """A message file's bytes, or None if it is gone."""
+    for _ in range(2):  # a concurrent flag change may rename it once
+        try:
+            with open(os.path.join(folder, rel), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            found = files.find_by_base(folder, files.split_name(rel.rpartition("/")[2])[0])
+            if found is None:
+                return None
+            rel = found
+    return None

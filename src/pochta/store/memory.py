@@ -301,6 +301,10 @@ class MemoryMailboxes:
             raise MessageNotFound(f"no message with UID {uid}")
         return msg.data
 
+    async def read_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
+        messages = self._box(name).messages
+        return {uid: messages[uid].data for uid in uids if uid in messages}
+
     async def store(
         self,
         name: str,
@@ -338,6 +342,12 @@ class MemoryMailboxes:
             for uid, msg in box.messages.items()
             if DELETED in msg.flags and (among is None or uid in among)
         ]
+        self._remove(box, gone)
+        return gone
+
+    async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
+        box = self._box(name)
+        gone = sorted(uid for uid in set(uids) if uid in box.messages)
         self._remove(box, gone)
         return gone
 
