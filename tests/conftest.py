@@ -29,6 +29,31 @@ T = TypeVar("T")
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_dns_only() -> Iterator[None]:
+    """Servers built in tests never ask the machine's own resolver (not on loopback).
+
+    A settings file without ``[dns]`` nameservers means "the system
+    resolver" in production; in tests it means the empty loopback server.
+    """
+    from pochta.config import DNSSettings, parse_hostport
+    from pochta.dns.client import StubResolver
+
+    original = StubResolver.from_settings.__func__  # type: ignore[attr-defined]
+
+    def loopback(cls: type[StubResolver], settings: DNSSettings, **kw: Any) -> StubResolver:
+        if not settings.nameservers:
+            settings = DNSSettings(nameservers=(parse_hostport(empty_dns_hostport()),))
+        result: StubResolver = original(cls, settings, **kw)
+        return result
+
+    StubResolver.from_settings = classmethod(loopback)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        StubResolver.from_settings = classmethod(original)  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -52,8 +77,30 @@ def tls_files(tmp_path: Path, ca: trustme.CA) -> TLSFiles:
     return TLSFiles(cert, key, ca)
 
 
+_EMPTY_DNS: Any = None
+
+
+def empty_dns_hostport() -> str:
+    """A loopback DNS server with no zones, shared by the whole test run.
+
+    Every name is NXDOMAIN there, so the MX's sender checks (SPF, DKIM,
+    DMARC, iprev) find nothing published and never ask a real resolver:
+    tests stay on loopback.
+    """
+    global _EMPTY_DNS
+    if _EMPTY_DNS is None:
+        from tests.dnsserver import DNSTestServer
+
+        _EMPTY_DNS = DNSTestServer({})
+    return str(_EMPTY_DNS.hostport)
+
+
 def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Path:
-    """A settings file with every served listener on a free loopback port."""
+    """A settings file with every served listener on a free loopback port.
+
+    Without a ``[dns]`` table in ``extra``, names resolve through an empty
+    loopback DNS server (:func:`empty_dns_hostport`).
+    """
     text = (
         'hostname = "mail.example.test"\ndata_dir = "data"\n\n'
         '[listen]\nsmtp = ["127.0.0.1:0"]\nlmtp = ["127.0.0.1:0"]\n'
@@ -63,6 +110,8 @@ def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Pat
     # A small size limit keeps the oversize test fast.
     text += "\n[limits]\nmessage_size = 200000\n"
     text += extra
+    if "[dns]" not in extra:
+        text += f'\n[dns]\nnameservers = ["{empty_dns_hostport()}"]\n'
     path = directory / "pochta.toml"
     path.write_text(text)
     return path

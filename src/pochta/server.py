@@ -23,15 +23,18 @@ from typing import Protocol
 
 from pochta.accounts import Accounts
 from pochta.accounts.login import LoginGuard
+from pochta.antispam.bayes import Bayes, JunkTrainer
 from pochta.config import HostPort, Settings
 from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
 from pochta.imap.server import ImapService
+from pochta.mailauth.keys import DKIMKeyStore
 from pochta.pop3 import Pop3Service
 from pochta.queue.local import LocalDeliverer
 from pochta.queue.remote import MXDeliverer
 from pochta.queue.runner import Deliverer, QueueRunner
 from pochta.queue.spool import Spool
+from pochta.smtp.checks import SenderChecks, antispam_dir
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
 from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
@@ -109,12 +112,29 @@ class Server:
         self.listeners: list[Listener] = []
         #: Server-side TLS context from [tls], made at start (None without [tls]).
         self.tls: ssl.SSLContext | None = None
+        #: One resolver (and its cache) for delivery and sender checks.
+        self.resolver = StubResolver.from_settings(settings.dns)
+        #: Per-user spam filters: scored at delivery, trained over IMAP.
+        self.bayes = Bayes(antispam_dir(settings.data_dir) / "bayes.sqlite")
+        self._checks = (
+            SenderChecks(
+                hostname=settings.hostname,
+                resolver=self.resolver,
+                antispam=settings.antispam,
+                data_dir=settings.data_dir,
+                bayes=self.bayes,
+                is_local_domain=self.accounts.is_local_domain,
+            )
+            if settings.mailauth.verify
+            else None
+        )
         self._inbound = InboundHandler(
             hostname=settings.hostname,
             accounts=self.accounts,
             store=self.store,
             max_recipients=settings.limits.recipients,
             max_message_size=settings.limits.message_size,
+            checks=self._checks,
         )
         self._smtp_limiter = ConnectionLimiter(
             settings.limits.smtp_connections, settings.limits.smtp_connections_per_ip
@@ -143,6 +163,7 @@ class Server:
             max_message_size=settings.limits.message_size,
             messages_per_hour=settings.limits.messages_per_hour,
             recipients_per_hour=settings.limits.recipients_per_hour,
+            dkim=DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None,
         )
         self._stopped = asyncio.Event()
 
@@ -152,7 +173,7 @@ class Server:
             return self._local
         if self._remote is None:
             self._remote = MXDeliverer(
-                StubResolver.from_settings(self.settings.dns),
+                self.resolver,
                 hostname=self.settings.hostname,
                 port=self.settings.delivery.smtp_port,
             )
@@ -229,6 +250,7 @@ class Server:
                 allow_plaintext=self.settings.auth.allow_plaintext_without_tls,
                 max_append=self.settings.limits.message_size,
             )
+            self._imap.junk_trainer = JunkTrainer(self.bayes)
         return self._imap.factory(sessions)
 
     def _submission_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
@@ -340,6 +362,9 @@ class Server:
                 pass
         self.listeners.clear()
         self.queue.spool.close()
+        if self._checks is not None:
+            await self._checks.close()
+        await self.bayes.close()
         if self._own_store:
             await self.store.close()
         if self._own_accounts:

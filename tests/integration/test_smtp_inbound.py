@@ -75,9 +75,14 @@ def test_accepted_mail_is_one_maildir_file_and_indexed(server: ServerThread) -> 
     client.quit()
     (path,) = files(server, "alice@example.test")
     data = path.read_bytes()
-    assert data.startswith(
-        b"Return-Path: <sender@remote.test>\r\nReceived: from client.remote.test"
-    )
+    assert data.startswith(b"Return-Path: <sender@remote.test>\r\n")
+    # The MX's verdicts (nothing is published for remote.test in the test
+    # DNS), then its Received header, then the message as sent.
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert b"Authentication-Results: mail.example.test;" in head
+    assert b"spf=none" in head and b"dkim=none" in head
+    assert b"Received-SPF: none" in head
+    assert head.index(b"Received-SPF:") < head.index(b"Received: from client.remote.test")
     assert b"by mail.example.test (Pochta) with ESMTP id " in data
     assert b"for <alice@example.test>;" in data
     assert data.endswith(MSG)  # dot-unstuffed once, otherwise byte-exact

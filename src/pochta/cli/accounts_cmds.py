@@ -1,4 +1,4 @@
-"""``pochta domain``, ``pochta user`` and ``pochta alias``.
+"""``pochta domain`` (with ``domain dkim``), ``pochta user`` and ``pochta alias``.
 
 Design note
 -----------
@@ -12,6 +12,13 @@ that fails the new account is removed again, so no user exists without a
 mailbox. ``user del`` removes the account first (no more logins or mail), then
 the store's index rows; the Maildir files stay for backup.
 
+``domain add`` also makes the domain's DKIM keys (RSA and Ed25519, RFC 6376
+and RFC 8463) and ``domain del`` deletes them; ``domain dkim rotate|list|
+remove`` manage them afterwards (``pochta.mailauth.keys``). The line
+``domain X added`` stays the only stdout of ``domain add``, for scripts; the
+selectors and the hint to publish them go to stderr, like the other advice
+a person reads once.
+
 Passwords are generated (and printed once, on one stdout line) unless
 ``--password-stdin`` is given, which reads one line (its newline stripped) so
 that scripts never put a password on a command line.
@@ -20,11 +27,17 @@ that scripts never put a password on a command line.
 from __future__ import annotations
 
 import sys
+import time
+from typing import TYPE_CHECKING
 
 import click
 
 from pochta.accounts import AccountsError, User, generate_password, parse_domain
 from pochta.cli import CliContext, pass_ctx
+from pochta.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from pochta.mailauth.keys import DKIMKey, DKIMKeyStore
 
 __all__ = ["COMMANDS", "alias", "domain", "user"]
 
@@ -57,9 +70,17 @@ def domain() -> None:
 @click.argument("name")
 @pass_ctx
 def domain_add(ctx: CliContext, name: str) -> None:
-    """Make NAME a local domain (IDN names are stored as A-labels)."""
-    added = ctx.accounts().add_domain(name)
+    """Make NAME a local domain (IDN names are stored as A-labels) with DKIM keys."""
+    accounts = ctx.accounts()
+    added = accounts.add_domain(name)
+    try:
+        keys = _key_store(ctx).create(added)
+    except BaseException:
+        accounts.del_domain(added)  # no local domain whose mail cannot be signed
+        raise
     click.echo(f"domain {added} added")
+    click.echo(f"DKIM selectors: {_selectors(keys)}", err=True)
+    click.echo(f"publish them: `pochta dns records {added}` prints the DNS records", err=True)
 
 
 @domain.command("list")
@@ -74,9 +95,80 @@ def domain_list(ctx: CliContext) -> None:
 @click.argument("name")
 @pass_ctx
 def domain_del(ctx: CliContext, name: str) -> None:
-    """Remove domain NAME; it must have no users or aliases left."""
+    """Remove domain NAME and its DKIM keys; it must have no users or aliases left."""
     ctx.accounts().del_domain(name)
+    _key_store(ctx).delete_domain(name)
     click.echo(f"domain {parse_domain(name)} deleted")
+
+
+# --- pochta domain dkim ----------------------------------------------------------
+
+
+def _key_store(ctx: CliContext) -> DKIMKeyStore:
+    from pochta.mailauth.keys import DKIMKeyStore
+
+    return DKIMKeyStore(ctx.settings().data_dir)
+
+
+def _selectors(keys: list[DKIMKey]) -> str:
+    return ", ".join(f"{k.selector} ({k.algorithm})" for k in keys)
+
+
+def _local_domain(ctx: CliContext, name: str) -> str:
+    domain = parse_domain(name)
+    if not ctx.accounts().is_local_domain(domain):
+        raise UserFacingError(f"no such domain {domain} (pochta domain add {domain})")
+    return domain
+
+
+@domain.group("dkim")
+def dkim() -> None:
+    """DKIM signing keys of a domain (RFC 6376): rotate, list, remove."""
+
+
+@dkim.command("rotate")
+@click.argument("name")
+@pass_ctx
+def dkim_rotate(ctx: CliContext, name: str) -> None:
+    """Make new signing keys for NAME; the old ones stay published until removed."""
+    domain = _local_domain(ctx, name)
+    store = _key_store(ctx)
+    old = store.active(domain)
+    keys = store.rotate(domain)
+    click.echo(f"new DKIM selectors for {domain}: {_selectors(keys)}")
+    click.echo(f"publish them first: `pochta dns records {domain}` prints the records")
+    for key in old:
+        click.echo(
+            f"{key.selector} is retired but stays published; once mail signed with it "
+            f"is delivered (a few days): pochta domain dkim remove {domain} {key.selector}"
+        )
+
+
+@dkim.command("list")
+@click.argument("name")
+@pass_ctx
+def dkim_list(ctx: CliContext, name: str) -> None:
+    """Print NAME's keys, newest first: selector, algorithm, state, creation date."""
+    domain = parse_domain(name)
+    keys = _key_store(ctx).published(domain)
+    if not keys:
+        raise UserFacingError(f"{domain} has no DKIM keys (pochta domain dkim rotate {domain})")
+    for key in keys:
+        state = "active" if key.active else "retired"
+        created = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(key.created))
+        click.echo(f"{key.selector:<12} {key.algorithm:<15} {state:<8} {created}")
+
+
+@dkim.command("remove")
+@click.argument("name")
+@click.argument("selector")
+@pass_ctx
+def dkim_remove(ctx: CliContext, name: str, selector: str) -> None:
+    """Delete NAME's retired key SELECTOR; then drop its record from DNS."""
+    domain = parse_domain(name)
+    _key_store(ctx).remove(domain, selector)
+    click.echo(f"DKIM key {selector} of {domain} removed; delete its DNS record")
+    click.echo(f"  {selector}._domainkey.{domain} TXT")
 
 
 # --- pochta user -----------------------------------------------------------------

@@ -60,6 +60,12 @@ def settings_text(hostname: str, dev: bool) -> str:
     listen = "\n".join(f'{k:<11} = ["{host}:{p}"]' for k, p in ports.items())
     plaintext = "true" if dev else "false"
     why = "allowed on loopback for development" if dev else "refused"
+    verify = "false" if dev else "true"
+    verify_why = (
+        "off: test mail sent from this machine would be judged by public DNS"
+        if dev
+        else "SPF, DKIM, DMARC and ARC of mail arriving on port 25"
+    )
     return f"""\
 # Pochta settings, written by `pochta quickstart`{" --dev" if dev else ""}.
 # Reference: README.md ("Configuration"). Relative paths are relative to this file.
@@ -82,6 +88,16 @@ nameservers = []             # empty = the system resolver
 
 [delivery]
 smtp_port = 25               # the port of remote MX hosts
+
+[mailauth]
+verify = {verify}               # {verify_why}
+sign = true                  # DKIM-sign submitted mail (`pochta domain dkim list DOMAIN`)
+
+[antispam]
+dnsbl = []                   # block lists to ask, e.g. ["zen.spamhaus.org"] (mind their terms)
+greylisting = false          # 451 the first attempt of an unknown sender
+junk_score = 5.0             # at this score a message goes to Junk
+reject_score = 15.0          # at this score it is refused
 """
 
 
@@ -100,6 +116,7 @@ def quickstart(address: str, directory: Path, dev: bool, hostname: str | None) -
     """Write settings, a TLS certificate and the first user; print how to connect."""
     from pochta.accounts import Accounts, generate_password, parse_address
     from pochta.config import load_settings
+    from pochta.mailauth.keys import DKIMKeyStore
     from pochta.store import open_store
     from pochta.tls import write_self_signed
 
@@ -123,6 +140,9 @@ def quickstart(address: str, directory: Path, dev: bool, hostname: str | None) -
         user = accounts.add_user(str(addr), password)
     finally:
         accounts.close()
+    # The domain's DKIM keys (RFC 6376, RFC 8463) before the summary: its DNS
+    # records are read from the key store and must include them.
+    DKIMKeyStore(settings.data_dir).create(addr.domain)
 
     async def make_mailboxes() -> None:
         store = open_store(settings.data_dir)

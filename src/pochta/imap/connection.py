@@ -26,8 +26,13 @@ Failure behaviour
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
+
+#: Linux's TCP_QUICKACK (absent elsewhere: then delayed ACKs stay as they are).
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 #: Stop reading from the socket while this much unprocessed input is buffered.
 PAUSE_READING_AT = 256 * 1024
@@ -49,6 +54,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._read_paused = False
         self.closed = False
+        self._socket: Any = None
         self.peer_ip = "unknown"
         #: True once the connection is encrypted (imaps, or after STARTTLS).
         self.tls_active = False
@@ -61,9 +67,20 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "unknown"
         self.tls_active = transport.get_extra_info("ssl_object") is not None
+        self._socket = transport.get_extra_info("socket")
         self._on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        # A client that writes a literal and then its line's CRLF as two
+        # sends (imaplib does) has the CRLF held back by Nagle's algorithm
+        # until our ACK of the literal, which Linux delays by up to 40 ms
+        # while we wait for that very CRLF: every APPEND would take 40 ms.
+        # Acknowledging at once breaks the stall (one setsockopt per read).
+        if _QUICKACK is not None and self._socket is not None:
+            try:
+                self._socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass
         self._buffer += data
         if len(self._buffer) > PAUSE_READING_AT and not self._read_paused:
             self._read_paused = True

@@ -26,9 +26,10 @@ store's notice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pochta.imap import encode
 from pochta.imap import fetch as fetchmod
@@ -66,13 +67,18 @@ from pochta.imap.types import (
     Unselect,
 )
 from pochta.store.interface import (
+    JUNK,
     SEEN,
     SYSTEM_FLAGS,
+    TRASH,
     MailboxNotFound,
     MessageInfo,
     MessageNotFound,
     StoreMode,
 )
+
+if TYPE_CHECKING:
+    from pochta.antispam.bayes import JunkTrainer
 
 Handler = Callable[[ImapSession, str, Any], Awaitable[None]]
 
@@ -462,7 +468,49 @@ async def copy(s: ImapSession, tag: str, cmd: Copy) -> None:
         f"COPYUID {result.uidvalidity} {SequenceSet.from_numbers(result.source_uids)} "
         f"{SequenceSet.from_numbers(result.dest_uids)}"
     )
+    _learn(s, view.name, cmd.mailbox, result.dest_uids)
     await s.ok(tag, cmd, "COPY completed", code if result.source_uids else None)
+
+
+#: Training tasks in flight (a reference keeps them from being collected).
+_training: set[asyncio.Task[None]] = set()
+log = logging.getLogger("pochta.imap")
+
+
+def _learn(s: ImapSession, source: str, dest: str, dest_uids: Sequence[int]) -> None:
+    """Teach the user's spam filter from a move or copy into or out of Junk.
+
+    The user's own judgement is the best training signal there is: into
+    the ``\\Junk`` mailbox (RFC 6154 §2) means spam, out of it (except into
+    ``\\Trash``) means not spam. Training runs after the reply, off the
+    command's path.
+    """
+    trainer = s.service.junk_trainer
+    if trainer is None or not dest_uids or s.user is None:
+        return
+    task = asyncio.get_running_loop().create_task(
+        _train(s, s.user, trainer, source, dest, list(dest_uids))
+    )
+    _training.add(task)
+    task.add_done_callback(_training.discard)
+
+
+async def _train(
+    s: ImapSession, user: str, trainer: JunkTrainer, source: str, dest: str, uids: list[int]
+) -> None:
+    try:
+        src = await s.store.status(source)
+        dst = await s.store.status(dest)
+        into = JUNK in dst.special_use and JUNK not in src.special_use
+        out = (
+            JUNK in src.special_use and JUNK not in dst.special_use and TRASH not in dst.special_use
+        )
+        if not (into or out):
+            return
+        messages = await s.store.read_many(dst.name, uids)
+        await trainer.moved(user, list(messages.values()), into_junk=into)
+    except Exception:
+        log.exception("junk training failed user=%s", user)
 
 
 def _copyuid(source: Sequence[int], dest: Sequence[int], uidvalidity: int) -> str:
@@ -486,6 +534,7 @@ async def move(s: ImapSession, tag: str, cmd: Move) -> None:
         "OK [" + _copyuid(result.source_uids, result.dest_uids, result.uidvalidity) + "] Moved"
     )
     view.pending.update(u for u in result.source_uids if u in view.info)
+    _learn(s, view.name, cmd.mailbox, result.dest_uids)
     await s.ok(tag, cmd, "MOVE completed")
 
 

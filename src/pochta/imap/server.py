@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pochta.accounts.login import LoginGuard
 from pochta.accounts.registry import Accounts
@@ -60,6 +60,10 @@ MAX_CONNECTIONS = 20_000
 MAX_PER_IP = 100
 
 
+if TYPE_CHECKING:
+    from pochta.antispam.bayes import JunkTrainer
+
+
 class ImapService:
     """Shared state of the IMAP listeners; ``factory`` makes their protocols."""
 
@@ -89,6 +93,8 @@ class ImapService:
         self.extensions: tuple[str, ...] = EXTENSIONS
         #: Open sessions overall and per client address (DESIGN.md: connection limits).
         self.limiter = ConnectionLimiter(max_connections, max_per_ip)
+        #: Trains each user's spam filter from moves into and out of Junk.
+        self.junk_trainer: JunkTrainer | None = None
 
     def factory(self, sessions: set[Any]) -> Callable[[], Connection]:
         """A protocol factory for one listener; sessions join ``sessions`` while open."""

@@ -26,10 +26,12 @@ from pochta.smtp import codes
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
-from pochta.store.deliver import deliver_to_users
+from pochta.store.deliver import deliver_to, deliver_to_users
+from pochta.store.interface import Recipient
 
 if TYPE_CHECKING:
     from pochta.accounts import Accounts
+    from pochta.smtp.checks import SenderChecks
     from pochta.store.interface import Store
 
 log = logging.getLogger("pochta.smtp.inbound")
@@ -46,12 +48,15 @@ class InboundHandler(BaseHandler):
         store: Store,
         max_recipients: int,
         max_message_size: int,
+        checks: SenderChecks | None = None,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
         )
         self.accounts = accounts
         self.store = store
+        #: Sender verification and spam checks; None turns them off.
+        self.checks = checks
 
     async def handle_MAIL(
         self,
@@ -91,6 +96,13 @@ class InboundHandler(BaseHandler):
             return str(codes.RELAY_DENIED)
         if not resolution.users:
             return str(codes.UNKNOWN_USER)
+        if self.checks is not None and not server.lmtp:
+            mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+            refusal = await self.checks.at_rcpt(
+                session.peer_ip, mail_from, address, envelope.greylisted
+            )
+            if refusal is not None:
+                return str(refusal)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         for user in resolution.users:
@@ -109,9 +121,13 @@ class InboundHandler(BaseHandler):
         queue_id = new_queue_id()
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts: list[str] = envelope.rcpt_tos
-        message = (
-            return_path_header(mail_from) + self.received(server, session, rcpts, queue_id) + data
-        )
+        return_path = return_path_header(mail_from)
+        received = self.received(server, session, rcpts, queue_id)
+        if self.checks is not None and not server.lmtp:
+            return await self._judged_delivery(
+                session, envelope, queue_id, return_path, received, data
+            )
+        message = return_path + received + data
         with self.delivering():
             try:
                 await deliver_to_users(self.store, message, envelope.users)
@@ -124,5 +140,62 @@ class InboundHandler(BaseHandler):
             mail_from,
             ",".join(f"<{r}>" for r in rcpts),
             len(message),
+        )
+        return f"{codes.QUEUED} {queue_id}"
+
+    async def _judged_delivery(
+        self,
+        session: PochtaSession,
+        envelope: PochtaEnvelope,
+        queue_id: str,
+        return_path: bytes,
+        received: bytes,
+        data: bytes,
+    ) -> str:
+        """DATA on the MX with sender checks: judge, then store each copy where it goes."""
+        assert self.checks is not None
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        with self.delivering():
+            try:
+                judgement = await self.checks.at_data(
+                    ip=session.peer_ip,
+                    helo=session.host_name or "",
+                    mail_from=mail_from,
+                    recipients=envelope.rcpt_tos,
+                    users=list(envelope.users),
+                    message=data,
+                )
+            except Exception:
+                log.exception(
+                    "queue_id=%s sender checks failed; told the client to retry", queue_id
+                )
+                return str(codes.LOCAL_ERROR)
+            log.info("queue_id=%s checks %s", queue_id, judgement.summary)
+            if judgement.refusal is not None:
+                return str(judgement.refusal)
+            # Copies with the same headers and mailbox share one store call.
+            groups: dict[bytes, list[Recipient]] = {}
+            for user, copy in judgement.copies.items():
+                groups.setdefault(copy.headers, []).append(Recipient(user, copy.mailbox))
+            try:
+                for extra, recipients in groups.items():
+                    # Return-Path first (RFC 5321 §4.4); Authentication-Results
+                    # and Received-SPF above our Received (RFC 8601 §5, RFC
+                    # 7208 §9.1).
+                    message = return_path + extra + judgement.headers + received
+                    message += judgement.message
+                    await deliver_to(self.store, message, recipients)
+            except Exception:
+                log.exception("queue_id=%s store failed; told the client to retry", queue_id)
+                return str(codes.LOCAL_ERROR)
+        if envelope.greylisted:
+            await self.checks.delivered(session.peer_ip)
+        log.info(
+            "queue_id=%s from=<%s> to=%s size=%d result=stored mailboxes=%s",
+            queue_id,
+            mail_from,
+            ",".join(f"<{r}>" for r in envelope.rcpt_tos),
+            len(return_path) + len(received) + len(judgement.message),
+            ",".join(f"{u}:{c.mailbox}" for u, c in judgement.copies.items()),
         )
         return f"{codes.QUEUED} {queue_id}"

@@ -60,6 +60,9 @@ class PochtaEnvelope(Envelope):
         #: canonical user addresses the accepted RCPTs resolved to, in order,
         #: each once: an alias reaching the same user twice stores once.
         self.users: dict[str, None] = {}
+        #: recipients that passed a greylisting check (the MX tells the
+        #: greylist when their message is accepted, for auto-allow).
+        self.greylisted: set[str] = set()
 
 
 class PochtaSMTP(SMTP):
