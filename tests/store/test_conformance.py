@@ -281,6 +281,19 @@ async def test_remove_exact_uids_whatever_their_flags(store: Store) -> None:
         assert len(left) == 2
 
 
+async def test_stamp_moves_with_every_change(store: Store) -> None:
+    box = store.mailboxes(ALICE)
+    before = box.stamp()
+    assert box.stamp() == before  # reading changes nothing
+    await box.status(INBOX)
+    assert box.stamp() == before
+    uid = (await box.append(INBOX, MSG)).uid
+    after_append = box.stamp()
+    assert after_append != before
+    await box.store(INBOX, [uid], [SEEN], StoreMode.ADD)
+    assert box.stamp() != after_append
+
+
 async def test_changes_since(store: Store) -> None:
     box = store.mailboxes(ALICE)
     uids = await append_n(store, 3)

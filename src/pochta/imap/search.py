@@ -388,10 +388,16 @@ def _subject(needle: str) -> _Pred:
         raw = meta.envelope.subject
         if raw is None:
             return False
-        value = decode_header_value(raw.encode("utf-8", "surrogateescape")).casefold()
-        return needle in value
+        return needle in _folded_subject(raw)
 
     return subject
+
+
+@functools.lru_cache(maxsize=8192)
+def _folded_subject(raw: str) -> str:
+    """A cached envelope Subject decoded and case-folded: clients repeat
+    searches over the same mailbox, and decoding is the costly part."""
+    return decode_header_value(raw.encode("utf-8", "surrogateescape")).casefold()
 
 
 def _header(name: str, needle: str) -> _Pred:

@@ -26,7 +26,9 @@ store's notice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,7 @@ from pochta.store.interface import (
     SEEN,
     SYSTEM_FLAGS,
     TRASH,
+    Changes,
     MailboxNotFound,
     MessageInfo,
     MessageNotFound,
@@ -81,6 +84,10 @@ if TYPE_CHECKING:
     from pochta.antispam.bayes import JunkTrainer
 
 Handler = Callable[[ImapSession, str, Any], Awaitable[None]]
+
+#: Seconds after which ``Selected.sync`` asks the store even if no change
+#: notice came (changes made by another process do not notify).
+RESYNC_EVERY = 1.0
 
 #: Messages whose meta and bytes are loaded together per FETCH batch.
 FETCH_BATCH = 100
@@ -102,6 +109,48 @@ class Selected:
         #: The SEARCHRES saved result (RFC 5182), as UIDs.
         self.saved: frozenset[int] = frozenset()
         self.keywords: set[str] = set()
+        #: SEARCH's view of each row, by UID (see ``search_messages``).
+        self._searchable: dict[int, tuple[MessageInfo, SearchMessage]] = {}
+        #: The store's change stamp when the view was last synced, and when.
+        self.stamp = -1
+        self.synced_at = 0.0
+
+    def search_messages(self) -> list[SearchMessage]:
+        """The index rows as SEARCH sees them, numbered; kept between SEARCHes.
+
+        A row is rebuilt only when its ``MessageInfo`` object was replaced
+        (a flag change) or its number moved (an expunge before it).
+        """
+        cache = self._searchable
+        out: list[SearchMessage] = []
+        info = self.info
+        for seq, uid in enumerate(self.uids, 1):
+            row = info[uid]
+            known = cache.get(uid)
+            if known is not None and known[0] is row and known[1].seq == seq:
+                out.append(known[1])
+                continue
+            message = SearchMessage.from_info(seq, row)
+            cache[uid] = (row, message)
+            out.append(message)
+        if len(cache) > len(out):
+            live = set(self.uids)
+            for uid in [u for u in cache if u not in live]:
+                del cache[uid]
+        return out
+
+    def remember(self, loaded: Sequence[SearchMessage]) -> None:
+        """Keep the metas a SEARCH loaded, so the next one needs no store trip
+        (message octets are not kept: they would pin the whole mailbox)."""
+        cache = self._searchable
+        for message in loaded:
+            if message.meta is None:
+                continue
+            known = cache.get(message.uid)
+            if known is not None and known[1].seq == message.seq:
+                if message.data is not None:
+                    message = dataclasses.replace(message, data=None)
+                cache[message.uid] = (known[0], message)
 
     def seq(self, uid: int) -> int:
         """Message number of ``uid`` (which must be in the view)."""
@@ -122,8 +171,23 @@ class Selected:
         return b"FLAGS " + encode.flag_list([*_SYSTEM, *sorted(self.keywords)])
 
     async def sync(self, s: ImapSession, *, expunges: bool) -> None:
-        """Report what changed in the store since the view (see the module note)."""
-        changes = await s.store.changes(self.name, self.highestmodseq)
+        """Report what changed in the store since the view (see the module note).
+
+        Asking the store costs a trip to its reader threads after every
+        command; when the user's change stamp has not moved since the last
+        look, nothing changed in this process, so the trip is skipped --
+        but at least every ``RESYNC_EVERY`` seconds the store is asked anyway,
+        for changes made by other processes (the CLI, a restore).
+        """
+        stamp = s.store.stamp()
+        now = time.monotonic()
+        if stamp == self.stamp and now - self.synced_at < RESYNC_EVERY:
+            if not (expunges and self.pending):
+                return
+            changes = Changes(self.highestmodseq, (), ())
+        else:
+            changes = await s.store.changes(self.name, self.highestmodseq)
+            self.stamp, self.synced_at = stamp, now
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
         for uid in changes.vanished:
             if uid in self.info:
@@ -415,11 +479,13 @@ async def search_(s: ImapSession, tag: str, cmd: Search) -> None:
     modseq_key = uses_modseq(cmd.key)
     if modseq_key:
         enable_condstore(s)
-    messages = [SearchMessage.from_info(i, view.info[u]) for i, u in enumerate(view.uids, 1)]
+    messages = view.search_messages()
     ctx = SearchContext(len(view.uids), view.uids[-1] if view.uids else 0, view.saved)
 
     async def load(msgs: Sequence[SearchMessage], need: Need) -> list[SearchMessage]:
-        return await _load(s, view.name, msgs, need)
+        loaded = await _load(s, view.name, msgs, need)
+        view.remember(loaded)
+        return loaded
 
     found = await search(cmd.key, messages, ctx, load)
     found = [m for m in found if m.uid not in view.pending]

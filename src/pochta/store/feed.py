@@ -72,6 +72,11 @@ class Feed:
 
     def __init__(self) -> None:
         self._watches: dict[str, set[FeedWatch]] = {}
+        self._stamps: dict[str, int] = {}
+
+    def stamp(self, user: str) -> int:
+        """A counter that moves whenever a notice for ``user`` is published."""
+        return self._stamps.get(user, 0)
 
     def watch(self, user: str) -> FeedWatch:
         watch = FeedWatch(self, user)
@@ -79,6 +84,7 @@ class Feed:
         return watch
 
     def publish(self, user: str, notices: Iterable[Notice]) -> None:
+        self._stamps[user] = self._stamps.get(user, 0) + 1
         watches = self._watches.get(user)
         if not watches:
             return

@@ -322,6 +322,14 @@ class Mailboxes(Protocol):
         """Subscribe to this user's change feed."""
         ...
 
+    def stamp(self) -> int:
+        """A counter that moves whenever this process changes the user's mail.
+
+        Lets a client of the store skip asking for ``changes`` when nothing
+        happened; changes made by other processes do not move it.
+        """
+        ...
+
 
 class Store(Protocol):
     """All users' mail. One instance per server process."""

@@ -381,6 +381,9 @@ class MemoryMailboxes:
     def watch(self) -> Watch:
         return self._store.feed.watch(self._user)
 
+    def stamp(self) -> int:
+        return self._store.feed.stamp(self._user)
+
 
 if TYPE_CHECKING:  # mypy checks both classes against the contract
     _store: Store = MemoryStore()
