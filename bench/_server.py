@@ -7,6 +7,7 @@ child process and reads its memory from /proc.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -56,11 +57,16 @@ def set_password(config: Path, user: str, password: str, *, add: bool = False) -
 
 
 def serve(config: Path, host: str, port: int) -> subprocess.Popen[bytes]:
-    """`pochta serve` in the background, once ``host:port`` accepts connections."""
+    """`pochta serve` in the background, once ``host:port`` accepts connections.
+
+    The server's log is dropped unless ``$BENCH_SERVER_LOG`` names a file for it.
+    """
+    log_path = os.environ.get("BENCH_SERVER_LOG")
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(
         [str(POCHTA), "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log if log is not None else subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

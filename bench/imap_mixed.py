@@ -4,6 +4,8 @@ Usage (from the repository root, after `make test` made .venv):
 
     .venv/bin/python bench/imap_mixed.py                  # 10 clients, 20 s per mode
     .venv/bin/python bench/imap_mixed.py -c 10 --seconds 30
+    .venv/bin/python bench/imap_mixed.py --against 127.0.0.1:12143 \
+        --user 'testuser%d@example.test' --password pass   # the same client, another server
 
 Starts `pochta serve` with IMAP on a free loopback port, fills one mailbox
 per client with 200 messages of ~3 KB (`../shared/bench/make-mbox.py`'s
@@ -50,8 +52,11 @@ def start(work: Path, port: int, users: list[str]) -> subprocess.Popen[bytes]:
     return serve(config, "127.0.0.1", port)
 
 
+HOST = "127.0.0.1"
+
+
 def login(port: int, user: str) -> imaplib.IMAP4:
-    client = imaplib.IMAP4("127.0.0.1", port)
+    client = imaplib.IMAP4(HOST, port)
     client.login(user, PASSWORD)
     return client
 
@@ -111,14 +116,34 @@ def main() -> None:
     ap.add_argument("-c", type=int, default=10, help="clients (default 10)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--messages", type=int, default=200)
+    ap.add_argument(
+        "--against",
+        metavar="HOST:PORT",
+        help="an IMAP server already running (e.g. Dovecot from ../shared/bench/peers-setup.sh)",
+    )
+    ap.add_argument("--user", default="testuser%d@example.test", help="with --against")
+    ap.add_argument("--password", default="pass", help="with --against")
     args = ap.parse_args()
-    users = [f"user{k}@example.test" for k in range(args.c)]
+    global HOST, PASSWORD
+    proc: subprocess.Popen[bytes] | None = None
     work = Path(tempfile.mkdtemp(prefix="pochta-imapmix-"))
-    port = free_port()
-    proc = start(work, port, users)
+    if args.against:
+        HOST, _, port_text = args.against.rpartition(":")
+        port = int(port_text)
+        PASSWORD = args.password
+        users = [args.user.replace("%d", str(k + 1)) for k in range(args.c)]
+    else:
+        users = [f"user{k}@example.test" for k in range(args.c)]
+        port = free_port()
+        proc = start(work, port, users)
     try:
         for user in users:
             client = login(port, user)
+            if args.against:  # start from the same mailbox every run
+                _typ, data = client.select("INBOX")
+                if int(data[0]):
+                    client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+                    client.expunge()
             for i in range(args.messages):
                 client.append("INBOX", "", None, message(i))
             client.logout()
@@ -127,13 +152,15 @@ def main() -> None:
         print(f"{args.c} clients, {args.messages} messages each, {args.seconds:.0f} s per mode")
         print(f"  sessions held open:        {held:8.0f} commands/s")
         print(f"  login + logout per cycle:  {relog:8.0f} commands/s")
-        print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
+        if proc is not None:
+            print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         shutil.rmtree(work, ignore_errors=True)
     sys.stdout.flush()
 

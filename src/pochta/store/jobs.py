@@ -341,6 +341,8 @@ class AppendJob(_NewMessageJob[AppendResult]):
 
 
 class StoreFlagsJob(Job[StoreResult]):
+    durable = False  # flags: lost in a power cut at worst, never mail
+
     def __init__(
         self,
         layout: files.Layout,
@@ -417,6 +419,8 @@ class ExpungeJob(Job[list[int]]):
 
     POP3's UPDATE uses ``any_flags``: flagging thousands of messages
     \\Deleted first would rename every file just before unlinking it.
+    Durable: the files go after the COMMIT, so the index must not forget
+    the removal in a power cut while the unlinks survive it.
     """
 
     def __init__(

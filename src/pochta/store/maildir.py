@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime as dt
+import logging
 import os
 import sqlite3
 import threading
@@ -91,6 +92,7 @@ from pochta.store.reindex import ReindexJob
 from pochta.store.writer import Job, Writer, storage_error
 
 T = TypeVar("T")
+log = logging.getLogger("pochta.store")
 
 Read = Callable[[sqlite3.Connection], T]
 
@@ -153,6 +155,8 @@ class MaildirStore:
     async def close(self) -> None:
         """Finish queued writes, then stop every thread and close every connection."""
         await self._writer.stop()
+        w = self._writer
+        log.info("store closed: %d writes in %d batches, %d commits", w.jobs, w.batches, w.commits)
         self._readers = None
         self.feed.close_all()
 
