@@ -359,12 +359,14 @@ def remove_forged(message: bytes, authserv_id: str) -> bytes:
     """``message`` without the Authentication-Results fields that claim to be ours.
 
     RFC 8601 §5: a field carrying our authserv-id (compared case-insensitively,
-    §2.5) that is already in an arriving message was not added by us, or not
-    for this delivery, and must not be believed downstream. Fields of other
-    authserv-ids stay (they carry their own trust, §5 and §7.1). Only header
-    fields are looked at; folded continuation lines go with their field; the
-    body and every other octet are kept exactly. A field whose value does
-    not even have an authserv-id is kept: it claims nothing.
+    §2.5, and ignoring a final dot: ``mail.example.``, the same host name, would
+    fool a reader that normalizes it) that is already in an arriving message
+    was not added by us, or not for this delivery, and must not be believed
+    downstream. Fields of other authserv-ids stay (they carry their own
+    trust, §5 and §7.1). Only header fields are looked at; folded
+    continuation lines go with their field; the body and every other octet
+    are kept exactly. A field whose value does not even have an authserv-id
+    is kept: it claims nothing.
     """
     ours = authserv_id.strip().lower()
     fields, _ = scan(message, 0, len(message))
@@ -378,7 +380,7 @@ def remove_forged(message: bytes, authserv_id: str) -> bytes:
             claimed = authserv_id_of(value)
         except ValueError:
             continue
-        if claimed.lower() != ours:
+        if claimed.lower().rstrip(".") != ours.rstrip("."):
             continue
         pieces.append(message[kept_from : m.start()])
         kept_from = m.end()

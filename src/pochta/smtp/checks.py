@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
+from pochta.accounts.address import AddressError, parse_domain
 from pochta.antispam.bayes import Bayes
 from pochta.antispam.dnsbl import DNSBL
 from pochta.antispam.greylist import Greylist
@@ -60,6 +61,9 @@ from pochta.mailauth.dkim import DKIMResult, verify_dkim
 from pochta.mailauth.dmarc import DMARCResult, check_dmarc, from_domain
 from pochta.mailauth.results import MethodResult, authentication_results, remove_forged
 from pochta.mailauth.spf import SPFResult, received_spf, verify_sender
+from pochta.mime.address import parse_address_list
+from pochta.mime.headers import header_fields
+from pochta.mime.headers import text as field_text
 from pochta.smtp import codes
 from pochta.store.interface import INBOX
 
@@ -80,6 +84,10 @@ LISTED = codes.Reply(554, "5.7.1", "Client host blocked")
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]{1,250}>)", re.IGNORECASE | re.MULTILINE)
 #: iprev looks at no more PTR names than SPF's ptr mechanism (RFC 7208 §4.6.4).
 MAX_PTR_NAMES = 10
+#: DMARC policies looked up for a message with several authors (see _author_domains).
+MAX_AUTHORS = 5
+#: How strict a DMARC disposition is, to apply the strictest of several.
+_SEVERITY = {"none": 0, "quarantine": 1, "reject": 2}
 
 
 @dataclass(slots=True)
@@ -260,14 +268,32 @@ class SenderChecks:
         iprev, iprev_name = await iprev_task
 
         author = from_domain(message)
-        dmarc: DMARCResult | None = None
-        if author is not None:
-            dmarc = await check_dmarc(
+        # Without a single author (two From fields, several mailboxes) every
+        # From domain is a candidate for what the reader is shown, and the
+        # strictest verdict applies: otherwise adding a second From would
+        # dodge a p=reject (RFC 7489 §6.6.1).
+        authors = [author] if author is not None else _author_domains(message)
+        candidates = [
+            await check_dmarc(
                 self.resolver,
-                author,
+                domain,
                 spf_result=spf.result,
                 spf_domain=spf.domain,
                 dkim_pass_domains=[d.domain for d in dkim if d.result == "pass"],
+            )
+            for domain in authors
+        ]
+        dmarc: DMARCResult | None = None
+        if candidates:
+            # Strictest disposition; then a fail, then an open verdict (a
+            # temperror, so the client retries) rather than a pass.
+            dmarc = max(
+                candidates,
+                key=lambda r: (
+                    _SEVERITY[r.disposition],
+                    r.result == "fail",
+                    r.result == "temperror",
+                ),
             )
 
         results = _method_results(spf, helo_spf, dkim, dmarc, arc, iprev, iprev_name, ip, author)
@@ -308,7 +334,10 @@ class SenderChecks:
             probability = None
             if policy.bayes:
                 probability = await self.bayes.probability(user, message)
-            verdicts = dataclasses.replace(base, bayes=probability)
+            # Only the lists this user's domain asks count for its copy: the
+            # lookup above covers every recipient domain's lists at once.
+            own = tuple(zone for zone in listed if zone in policy.dnsbl)
+            verdicts = dataclasses.replace(base, bayes=probability, dnsbl=own)
             result: Score = score(verdicts)
             decision = decide(result, policy)
             if quarantine and decision == "accept":
@@ -341,6 +370,25 @@ class SenderChecks:
             # rather than apply a reject/quarantine policy on half the facts.
             return DNS_TEMPERROR
         return None
+
+
+def _author_domains(message: bytes) -> list[str]:
+    """The distinct domains of every From: mailbox, for a message whose author
+    is not a single mailbox; at most :data:`MAX_AUTHORS`, in order."""
+    domains: list[str] = []
+    for name, value in header_fields(message, 0, len(message)):
+        if name.lower() != b"from":
+            continue
+        for address in parse_address_list(field_text(value)):
+            if not address.host or address.mailbox is None:
+                continue
+            try:
+                domain = parse_domain(address.host)
+            except AddressError:
+                continue
+            if domain not in domains:
+                domains.append(domain)
+    return domains[:MAX_AUTHORS]
 
 
 def _printable(text: str, limit: int = 200) -> str:
