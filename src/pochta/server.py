@@ -128,14 +128,6 @@ class Server:
             if settings.mailauth.verify
             else None
         )
-        self._inbound = InboundHandler(
-            hostname=settings.hostname,
-            accounts=self.accounts,
-            store=self.store,
-            max_recipients=settings.limits.recipients,
-            max_message_size=settings.limits.message_size,
-            checks=self._checks,
-        )
         self._smtp_limiter = ConnectionLimiter(
             settings.limits.smtp_connections, settings.limits.smtp_connections_per_ip
         )
@@ -154,6 +146,18 @@ class Server:
         )
         self._local = LocalDeliverer(self.accounts, self.store)
         self._remote: MXDeliverer | None = None
+        #: DKIM keys: submission signs with them, the MX ARC-seals forwarded mail.
+        self._dkim = DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None
+        self._inbound = InboundHandler(
+            hostname=settings.hostname,
+            accounts=self.accounts,
+            store=self.store,
+            max_recipients=settings.limits.recipients,
+            max_message_size=settings.limits.message_size,
+            checks=self._checks,
+            queue=self.queue,
+            dkim=self._dkim,
+        )
         self._submission = SubmissionHandler(
             hostname=settings.hostname,
             accounts=self.accounts,
@@ -163,7 +167,7 @@ class Server:
             max_message_size=settings.limits.message_size,
             messages_per_hour=settings.limits.messages_per_hour,
             recipients_per_hour=settings.limits.recipients_per_hour,
-            dkim=DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None,
+            dkim=self._dkim,
         )
         self._stopped = asyncio.Event()
 

@@ -338,8 +338,10 @@ def test_alias_errors(team: Accounts) -> None:
         team.add_alias(f"INFO@{D}", f"bob@{D}")
     with pytest.raises(DomainNotFound, match=re.escape("no such domain other.test")):
         team.add_alias("info@other.test", f"bob@{D}")
-    with pytest.raises(AccountsError, match="forwarding to remote addresses"):
-        team.add_alias(f"ext@{D}", "someone@elsewhere.test")
+    with pytest.raises(AddressError):
+        team.add_alias(f"ext@{D}", "someone@[192.0.2.1]")  # no address literals, remote or not
+    with pytest.raises(AddressError):
+        team.add_alias(f"ext@{D}", "no at sign")
     with pytest.raises(UserNotFound, match=re.escape(f"no such user or alias nobody@{D}")):
         team.add_alias(f"ext@{D}", f"nobody@{D}")
     with pytest.raises(UserExists, match="is a user"):
@@ -350,6 +352,142 @@ def test_alias_errors(team: Accounts) -> None:
         team.add_alias(f"ext@{D}", f"@{D}")  # a catch-all is not a target
     with pytest.raises(AddressError):
         team.add_alias("@bad..domain", f"bob@{D}")
+
+
+# --- forwarding: remote alias targets ---------------------------------------------
+
+
+def test_remote_targets_are_added_and_listed(team: Accounts) -> None:
+    added = team.add_alias(f"Fwd@{D}", "Bob@Two.TEST")
+    # Stored canonical, like every key (Address.key): case folded, domain an A-label.
+    assert added == Alias(f"fwd@{D}", "bob@two.test", remote=True)
+    team.add_alias(f"fwd@{D}", f"amy@{D}")
+    team.add_alias(f"fwd@{D}", "zed@bücher.example")  # IDN domains are stored as A-labels
+    team.add_alias(f"odd@{D}", f'"x@{D}"@two.test')  # the domain is after the last "@"
+    assert team.list_aliases() == [
+        Alias(f"fwd@{D}", f"amy@{D}"),
+        Alias(f"fwd@{D}", "bob@two.test", remote=True),
+        Alias(f"fwd@{D}", "zed@xn--bcher-kva.example", remote=True),
+        Alias(f"odd@{D}", f'"x@{D}"@two.test', remote=True),
+    ]
+    assert team.resolve(f"odd@{D}").remote == (f'"x@{D}"@two.test',)
+    with pytest.raises(AliasExists, match=exact(f"alias fwd@{D} -> bob@two.test already exists")):
+        team.add_alias(f"fwd@{D}", "BOB@two.test")
+    with pytest.raises(DomainNotFound, match=re.escape("no such domain two.test")):
+        team.add_alias("x@two.test", "bob@three.test")  # the alias itself must be local
+    with pytest.raises(UserExists, match="is a user"):
+        team.add_alias(f"bob@{D}", "bob@two.test")
+
+
+def test_resolve_remote_only_alias(team: Accounts) -> None:
+    team.add_alias(f"fwd@{D}", "bob@two.test")
+    assert team.resolve(f"fwd@{D}") == Resolution(True, (), ("bob@two.test",))
+    assert team.resolve(f"FWD+tag@{D}") == Resolution(True, (), ("bob@two.test",))
+    assert team.resolve(f"fwd@{D}").deliverable
+    assert not team.resolve(f"nobody@{D}").deliverable
+
+
+def test_resolve_mixed_local_and_remote(team: Accounts) -> None:
+    team.add_alias(f"list@{D}", "zed@far.test")
+    team.add_alias(f"list@{D}", f"bob@{D}")
+    team.add_alias(f"list@{D}", "amy@near.test")
+    team.add_alias(f"sales@{D}", f"amy@{D}")
+    team.add_alias(f"sales@{D}", "amy@near.test")
+    team.add_alias(f"sales@{D}", "zed@far.test")
+    team.add_alias(f"all@{D}", f"list@{D}")
+    team.add_alias(f"all@{D}", f"sales@{D}")
+    team.add_alias(f"all@{D}", "boss@hq.test")
+    # Users sorted and once; remote targets once each, in the order the
+    # expansion reaches them: boss@ at hop 1 before those at hop 2.
+    found = team.resolve(f"all@{D}")
+    assert found.users == (f"amy@{D}", f"bob@{D}")
+    assert found.remote[0] == "boss@hq.test"
+    assert sorted(found.remote) == ["amy@near.test", "boss@hq.test", "zed@far.test"]
+    assert team.resolve(f"all@{D}") == found  # cached, same answer
+    assert team.sender_allowed(f"amy@{D}", f"all@{D}")  # through the local part only
+
+
+def test_remote_targets_keep_the_order_they_were_added(db_path: Path, team: Accounts) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.executemany(
+            "INSERT INTO aliases (alias, target, domain, created) VALUES (?, ?, ?, ?)",
+            [
+                (f"fwd@{D}", "zed@far.test", D, 1),
+                (f"fwd@{D}", "amy@near.test", D, 2),
+                (f"fwd@{D}", "bob@mid.test", D, 3),
+            ],
+        )
+    assert team.resolve(f"fwd@{D}").remote == ("zed@far.test", "amy@near.test", "bob@mid.test")
+
+
+def test_remote_catch_all_and_postmaster(team: Accounts) -> None:
+    team.add_alias(f"@{D}", "everything@backup.test")
+    assert team.resolve(f"whoever@{D}") == Resolution(True, (), ("everything@backup.test",))
+    # postmaster reaches the catch-all's remote target, not the first user.
+    assert team.resolve(f"postmaster@{D}") == Resolution(True, (), ("everything@backup.test",))
+    assert team.resolve(f"bob@{D}") == Resolution(True, (f"bob@{D}",))
+
+
+def test_remote_is_decided_by_the_domains_at_resolve_time(team: Accounts) -> None:
+    """A target's remoteness is not stored (no schema change): adding its
+    domain makes it local, as an MTA would route it."""
+    team.add_alias(f"fwd@{D}", "bob@two.test")
+    team.add_domain("two.test")
+    assert team.resolve(f"fwd@{D}") == Resolution(True, ())  # now a dangling local target
+    assert team.list_aliases() == [Alias(f"fwd@{D}", "bob@two.test")]
+    team.add_user("bob@two.test", "pw")
+    assert team.resolve(f"fwd@{D}") == Resolution(True, ("bob@two.test",))
+
+
+def test_remote_targets_respect_the_depth_limit(team: Accounts) -> None:
+    team.add_alias(f"a9@{D}", "far@remote.test")
+    for k in range(8, -1, -1):
+        team.add_alias(f"a{k}@{D}", f"a{k + 1}@{D}")
+    hops_ok = 10 - MAX_ALIAS_DEPTH
+    assert team.resolve(f"a{hops_ok}@{D}").remote == ("far@remote.test",)
+    assert team.resolve(f"a{hops_ok - 1}@{D}") == Resolution(True, ())
+
+
+def test_schema_2_database_takes_remote_targets_unchanged(db_path: Path) -> None:
+    """The aliases table of schema 2 has no constraint on targets: no migration."""
+    with Accounts.open(db_path, hasher=cheap_hasher()) as acc:
+        acc.add_domain(D)
+        acc.add_user(f"bob@{D}", "pw")
+        acc.add_alias(f"old@{D}", f"bob@{D}")
+    with Accounts.open(db_path, hasher=cheap_hasher()) as acc:
+        acc.add_alias(f"old@{D}", "bob@two.test")
+        assert acc.resolve(f"old@{D}") == Resolution(True, (f"bob@{D}",), ("bob@two.test",))
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+
+
+def test_alias_cli_adds_and_lists_remote_targets(tmp_path: Path) -> None:
+    """``pochta alias add|list`` with a remote target (the CLI's own file tests the rest)."""
+    from click.testing import CliRunner
+
+    from pochta.cli import _register, cli
+
+    config = tmp_path / "pochta.toml"
+    config.write_text('hostname = "mail.example.test"\ndata_dir = "data"\n')
+    with Accounts.open(tmp_path / "data" / "accounts.sqlite", hasher=cheap_hasher()) as acc:
+        acc.add_domain(D)
+        acc.add_user(f"bob@{D}", "pw")
+    _register()
+    runner = CliRunner()
+
+    def run(*args: str) -> list[str]:
+        result = runner.invoke(cli, ["--config", str(config), *args])
+        assert result.exception is None, result.output
+        return result.stdout.splitlines()
+
+    assert run("alias", "add", f"fwd@{D}", "Bob@Two.test") == [
+        f"alias fwd@{D} -> bob@two.test added"
+    ]
+    run("alias", "add", f"fwd@{D}", f"bob@{D}")
+    assert run("alias", "list") == [
+        f"fwd@{D} -> bob@{D}",
+        f"fwd@{D} -> bob@two.test (remote)",
+    ]
 
 
 def test_alias_loops_are_refused(team: Accounts) -> None:

@@ -18,10 +18,21 @@ lower-case ASCII letters, digits and ``.-_=`` (no ``+``: it is the subaddress
 separator; no leading ``.`` or ``-``, no ``..``).
 
 An alias row maps an address, or ``@domain`` (catch-all), at a local domain to
-one target: a local user or another alias. Several targets are several rows.
-An address is never both a user and an alias. ``add_alias`` refuses loops;
-``resolve`` still tolerates them (and dangling targets) in case rows were
-written by hand. Forwarding to remote addresses waits for outbound delivery.
+one target: a local user, another alias, or a *remote* address (any address
+at a domain that is not ours: mail for it is forwarded, see
+``pochta.smtp.forward``). Several targets are several rows, so one alias can
+fan out to local users and remote addresses at once. An address is never both
+a user and an alias. ``add_alias`` refuses loops; ``resolve`` still tolerates
+them (and dangling targets) in case rows were written by hand.
+
+Whether a target is remote is not stored: it is decided when the alias is
+resolved, by whether the target's domain is local *then*. The schema needed
+no change for forwarding (the ``aliases`` table has no constraint on the
+target's domain), so databases of schema version 2 work as they are. The
+consequence is deliberate and matches how an MTA routes: a target whose
+domain is later added with ``pochta domain add`` becomes a local target
+(delivered if such a user or alias exists, ignored if not), and a dangling
+target left behind when its local domain is deleted becomes a remote one.
 
 Failures: every refusal is an ``AccountsError`` or ``AddressError`` with a
 one-line message; SQLite errors (a locked or corrupt file) are wrapped in an
@@ -118,10 +129,14 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class Alias:
-    """One alias row: ``alias`` (an address or ``@domain``) delivers to ``target``."""
+    """One alias row: ``alias`` (an address or ``@domain``) delivers to ``target``.
+
+    ``remote``: the target's domain is not local, so mail is forwarded there.
+    """
 
     alias: str
     target: str
+    remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +144,21 @@ class Resolution:
     """Where mail for one address goes.
 
     ``local_domain`` false: not ours (relay decisions belong to the caller).
-    ``local_domain`` true and ``users`` empty: unknown user (RFC 3463 5.1.1).
+    ``users``: local users (canonical keys), sorted, each once.
+    ``remote``: remote alias targets to forward to, each once, in the order
+    the alias expansion reaches them (an alias's own targets in the order
+    they were added).
+    ``local_domain`` true and both empty: unknown user (RFC 3463 5.1.1).
     """
 
     local_domain: bool
     users: tuple[str, ...]
+    remote: tuple[str, ...] = ()
+
+    @property
+    def deliverable(self) -> bool:
+        """Someone receives this mail: a local user or a remote target."""
+        return bool(self.users or self.remote)
 
 
 #: Cached RCPT resolutions kept before the cache starts over.
@@ -385,9 +410,11 @@ class Accounts:
     def add_alias(self, alias: str, target: str) -> Alias:
         """Add one row: ``alias`` (address or ``@domain``) delivers to ``target``.
 
-        The alias must be at a local domain and must not be a user's address;
-        the target must be an existing local user or alias. Remote targets
-        (forwarding) are refused until outbound delivery exists.
+        The alias must be at a local domain and must not be a user's address.
+        A target at a local domain must be an existing user or alias; a
+        target at any other domain is a remote address that mail is
+        forwarded to (only its syntax is checked, RFC 5321 §4.1.2: whether
+        the mailbox exists is for its own MX to say, at delivery).
         """
         alias_key, alias_domain = _alias_key(alias)
         target_key = parse_address(target).key
@@ -399,15 +426,15 @@ class Accounts:
                 raise DomainNotFound(f"no such domain {alias_domain}")
             if _user_exists(db, alias_key):
                 raise UserExists(f"{alias_key} is a user; an alias cannot have the same address")
-            if not _domain_exists(db, target_domain):
-                raise AccountsError(
-                    f"cannot alias {alias_key} to {target_key}: forwarding to remote "
-                    "addresses is not supported yet"
-                )
-            if not _user_exists(db, target_key) and not _alias_exists(db, target_key):
-                raise UserNotFound(f"no such user or alias {target_key}")
-            if alias_key in _reachable_aliases(db, target_key):
-                raise AliasLoop(f"alias {alias_key} -> {target_key} would make a loop")
+            remote = not _domain_exists(db, target_domain)
+            if not remote:
+                if not _user_exists(db, target_key) and not _alias_exists(db, target_key):
+                    raise UserNotFound(f"no such user or alias {target_key}")
+                if alias_key in _reachable_aliases(db, target_key):
+                    raise AliasLoop(f"alias {alias_key} -> {target_key} would make a loop")
+            # A remote target cannot lead back here through our tables; a loop
+            # through another server is caught by counting Received fields
+            # when forwarding (RFC 5321 §6.3, pochta.smtp.forward).
             if db.execute(
                 "SELECT 1 FROM aliases WHERE alias = ? AND target = ?", (alias_key, target_key)
             ).fetchone():
@@ -416,7 +443,7 @@ class Accounts:
                 "INSERT INTO aliases (alias, target, domain, created) VALUES (?, ?, ?, ?)",
                 (alias_key, target_key, alias_domain, _now()),
             )
-        return Alias(alias_key, target_key)
+        return Alias(alias_key, target_key, remote)
 
     def del_alias(self, alias: str, target: str | None = None) -> int:
         """Remove the alias's rows (or only the one to ``target``); returns how many."""
@@ -436,10 +463,12 @@ class Accounts:
             return cursor.rowcount
 
     def list_aliases(self) -> list[Alias]:
-        """Every alias row, sorted by alias then target."""
+        """Every alias row, sorted by alias then target; ``remote`` marks forwarding."""
         with self._read() as db:
+            local = {row[0] for row in db.execute("SELECT name FROM domains")}
             rows = db.execute("SELECT alias, target FROM aliases ORDER BY alias, target")
-            return [Alias(*row) for row in rows]
+            # The domain follows the last "@": a quoted local part may hold one.
+            return [Alias(a, t, t.rpartition("@")[2] not in local) for a, t in rows]
 
     # --- delivery -------------------------------------------------------------
 
@@ -463,13 +492,13 @@ class Accounts:
             for key in keys:
                 if key == user:
                     return True
-                users = _expand(db, key)
-                if users is not None and user in users:
+                found = _expand(db, key)
+                if found is not None and user in found.users:
                     return True
         return False
 
     def resolve(self, address: str) -> Resolution:
-        """Which local users receive mail for ``address`` (an SMTP RCPT).
+        """Who receives mail for ``address`` (an SMTP RCPT): local users, remote targets.
 
         Order:
 
@@ -478,7 +507,8 @@ class Accounts:
         3. a user with exactly this address -> that user;
         4. an alias with exactly this address -> its targets, expanded through
            aliases (at most ``MAX_ALIAS_DEPTH`` hops, cycles and dangling
-           targets ignored, users deduplicated);
+           targets ignored, users and remote targets deduplicated); a target
+           at a domain that is not local is a remote target (forwarding);
         5. a local part ``base+tag`` -> steps 3-4 for ``base``;
         6. the catch-all alias ``@domain`` -> its expansion;
         7. ``postmaster`` (RFC 5321 §4.5.1) -> the domain's first user;
@@ -516,22 +546,24 @@ class Accounts:
         with self._read() as db:
             if not _domain_exists(db, parsed.domain):
                 return Resolution(False, ())
-            users = _expand(db, parsed.key)
-            if users is None:
+            found = _expand(db, parsed.key)
+            if found is None:
                 base, tag = split_subaddress(parsed.local)
                 if tag is not None:
-                    users = _expand(db, Address(base, parsed.domain).key)
-            if users is None:
-                users = _expand(db, "@" + parsed.domain)
-            if not users and parsed.local.lower() == "postmaster":
+                    found = _expand(db, Address(base, parsed.domain).key)
+            if found is None:
+                found = _expand(db, "@" + parsed.domain)
+            if (found is None or not found.deliverable) and parsed.local.lower() == "postmaster":
                 # RFC 5321 §4.5.1: every domain MUST accept postmaster. Without
                 # a user or alias of that name it reaches the domain's first user.
                 row = db.execute(
                     "SELECT address FROM users WHERE domain = ? ORDER BY created, address LIMIT 1",
                     (parsed.domain,),
                 ).fetchone()
-                users = {row[0]} if row else None
-        return Resolution(True, tuple(sorted(users or ())))
+                found = _Expansion({row[0]}, []) if row else None
+        if found is None:
+            return Resolution(True, ())
+        return Resolution(True, tuple(sorted(found.users)), tuple(found.remote))
 
     # --- transactions ---------------------------------------------------------
 
@@ -683,13 +715,15 @@ def _alias_key(alias: str) -> tuple[str, str]:
 
 
 def _targets(db: sqlite3.Connection, aliases: Iterable[str]) -> dict[str, list[str]]:
+    """Each alias's targets, in the order they were added (ties by address)."""
     names = list(aliases)
     found: dict[str, list[str]] = {}
     if not names:
         return found
     marks = ",".join("?" * len(names))
     for alias, target in db.execute(
-        f"SELECT alias, target FROM aliases WHERE alias IN ({marks})", names
+        f"SELECT alias, target FROM aliases WHERE alias IN ({marks}) ORDER BY created, target",
+        names,
     ):
         found.setdefault(alias, []).append(target)
     return found
@@ -704,32 +738,59 @@ def _users_among(db: sqlite3.Connection, keys: Iterable[str]) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _expand(db: sqlite3.Connection, key: str) -> set[str] | None:
-    """Users reached from ``key``; None when it is neither a user nor an alias.
+def _remote_among(db: sqlite3.Connection, keys: list[str]) -> list[str]:
+    """Those of ``keys`` (addresses) whose domain is not local, in order."""
+    domains = {key.rpartition("@")[2] for key in keys}
+    if not domains:
+        return []
+    marks = ",".join("?" * len(domains))
+    rows = db.execute(f"SELECT name FROM domains WHERE name IN ({marks})", sorted(domains))
+    local = {row[0] for row in rows}
+    return [key for key in keys if key.rpartition("@")[2] not in local]
 
-    Breadth first, one pair of indexed queries per hop, at most
-    ``MAX_ALIAS_DEPTH`` hops; a name seen twice is not expanded again.
+
+@dataclass(slots=True)
+class _Expansion:
+    """What an address expands to: local users and remote targets (in order)."""
+
+    users: set[str]
+    remote: list[str]
+
+    @property
+    def deliverable(self) -> bool:
+        return bool(self.users or self.remote)
+
+
+def _expand(db: sqlite3.Connection, key: str) -> _Expansion | None:
+    """Users and remote targets reached from ``key``; None when it is neither
+    a user nor an alias.
+
+    Breadth first, a few indexed queries per hop, at most ``MAX_ALIAS_DEPTH``
+    hops; a name seen twice is not expanded again. A target that is neither
+    a user nor an alias is remote if its domain is not local, else dangling
+    (ignored). Lists, not sets, carry each hop so that remote targets keep a
+    stable order.
     """
     if _user_exists(db, key):
-        return {key}
+        return _Expansion({key}, [])
     first = _targets(db, [key]).get(key)
     if not first:
         return None
-    users: set[str] = set()
+    result = _Expansion(set(), [])
     seen = {key}
-    frontier = set(first)
+    frontier = first
     for _ in range(MAX_ALIAS_DEPTH):
-        frontier -= seen
+        frontier = [name for name in dict.fromkeys(frontier) if name not in seen]
         if not frontier:
             break
-        seen |= frontier
+        seen.update(frontier)
         found = _users_among(db, frontier)
-        users |= found
-        next_frontier: set[str] = set()
-        for targets in _targets(db, frontier - found).values():
-            next_frontier.update(targets)
-        frontier = next_frontier
-    return users
+        result.users |= found
+        rest = [name for name in frontier if name not in found]
+        targets = _targets(db, rest)
+        result.remote.extend(_remote_among(db, [name for name in rest if name not in targets]))
+        frontier = [target for name in rest for target in targets.get(name, ())]
+    return result
 
 
 def _reachable_aliases(db: sqlite3.Connection, key: str) -> set[str]:

@@ -252,7 +252,7 @@ def user_passwd(ctx: CliContext, address: str, password_stdin: bool) -> None:
 
 @click.group()
 def alias() -> None:
-    """Manage aliases: extra addresses (or @domain catch-alls) for local users."""
+    """Manage aliases: extra addresses (or @domain catch-alls) for users, or forwarding."""
 
 
 @alias.command("add")
@@ -260,17 +260,29 @@ def alias() -> None:
 @click.argument("target")
 @pass_ctx
 def alias_add(ctx: CliContext, alias_name: str, target: str) -> None:
-    """Deliver mail for ALIAS (an address, or @DOMAIN for all others) to TARGET."""
+    """Deliver mail for ALIAS (an address, or @DOMAIN for all others) to TARGET.
+
+    TARGET is a local user or alias, or an address at another domain: mail
+    is then forwarded there.
+    """
     added = ctx.accounts().add_alias(alias_name, target)
     click.echo(f"alias {added.alias} -> {added.target} added")
+    if added.remote:
+        # Advice read once goes to stderr; stdout stays one line for scripts.
+        domain = added.alias.rpartition("@")[2]
+        click.echo(
+            f"{added.target} is remote: mail is forwarded from the smtp listener with its "
+            f"original sender (no SRS) and ARC-sealed with the DKIM key of {domain}",
+            err=True,
+        )
 
 
 @alias.command("list")
 @pass_ctx
 def alias_list(ctx: CliContext) -> None:
-    """Print every alias as 'alias -> target', one per line."""
+    """Print every alias as 'alias -> target', one per line; '(remote)' marks forwarding."""
     for row in ctx.accounts().list_aliases():
-        click.echo(f"{row.alias} -> {row.target}")
+        click.echo(f"{row.alias} -> {row.target}" + (" (remote)" if row.remote else ""))
 
 
 @alias.command("del")

@@ -8,21 +8,33 @@ The transaction, RFC 5321 §3.3:
 * RCPT: accepted only for a local user or alias. Unknown user at a local
   domain → 550 5.1.1; any other domain → 554 5.7.1: we are never an open
   relay. More than ``[limits].recipients`` → 452 4.5.3 (RFC 5321
-  §4.5.3.1.10; the client sends the rest in another transaction).
+  §4.5.3.1.10; the client sends the rest in another transaction). An alias
+  whose targets include remote addresses is a local address like any other
+  (we accept responsibility for it, RFC 5321 §3.4); its remote targets are
+  remembered per transaction with the alias's domain, which seals.
 * DATA: refused whole if it has a bare CR or LF (smuggling defence) or is
   over the size limit; otherwise Return-Path and Received are prepended and
   the message is handed to the store, which answers only once the message
-  is fsynced and indexed. Only then do we say 250. If the store fails we say
-  451 4.3.0 and the client keeps the message: mail is never lost.
+  is fsynced and indexed. Copies for remote targets go, ARC-sealed, into
+  the outbound queue's spool, durable as well (``pochta.smtp.forward``).
+  Only then do we say 250. If the store or the spool fails we say 451 4.3.0
+  and the client keeps the message: mail is never lost (a retry may
+  duplicate the half that did succeed, never lose it).
+
+LMTP (RFC 2033) recipients are local mailboxes: nothing is forwarded there.
+An alias with only remote targets is an unknown user over LMTP (550 5.1.1);
+a mixed one delivers to its local users only.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 from pochta.accounts import AddressError, parse_address
 from pochta.smtp import codes
+from pochta.smtp.forward import MAX_RECEIVED, ROUTING_LOOP, Forwarder, received_count
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
@@ -31,6 +43,8 @@ from pochta.store.interface import Recipient
 
 if TYPE_CHECKING:
     from pochta.accounts import Accounts
+    from pochta.mailauth.keys import DKIMKeyStore
+    from pochta.queue.runner import QueueRunner
     from pochta.smtp.checks import SenderChecks
     from pochta.store.interface import Store
 
@@ -49,6 +63,8 @@ class InboundHandler(BaseHandler):
         max_recipients: int,
         max_message_size: int,
         checks: SenderChecks | None = None,
+        queue: QueueRunner | None = None,
+        dkim: DKIMKeyStore | None = None,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
@@ -57,6 +73,17 @@ class InboundHandler(BaseHandler):
         self.store = store
         #: Sender verification and spam checks; None turns them off.
         self.checks = checks
+        #: Forwarding to remote alias targets; None (no queue) turns it off,
+        #: and an alias with only remote targets is then an unknown user.
+        self.forwarder = (
+            Forwarder(hostname=hostname, queue=queue, dkim=dkim) if queue is not None else None
+        )
+        #: Per transaction: remote target -> the alias domain that reached it
+        #: first (its key seals). Keyed weakly: RSET or a new MAIL drops the
+        #: envelope and its entry with it.
+        self._remote: weakref.WeakKeyDictionary[PochtaEnvelope, dict[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def handle_MAIL(
         self,
@@ -88,13 +115,14 @@ class InboundHandler(BaseHandler):
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(codes.TOO_MANY_RECIPIENTS)
         try:
-            parse_address(address)
+            parsed = parse_address(address)
         except AddressError:
             return str(codes.BAD_ADDRESS)
         resolution = self.accounts.resolve(address)
         if not resolution.local_domain:
             return str(codes.RELAY_DENIED)
-        if not resolution.users:
+        forwards = resolution.remote if self.forwarder is not None and not server.lmtp else ()
+        if not resolution.users and not forwards:
             return str(codes.UNKNOWN_USER)
         if self.checks is not None and not server.lmtp:
             mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
@@ -107,6 +135,17 @@ class InboundHandler(BaseHandler):
         envelope.rcpt_options.extend(rcpt_options)
         for user in resolution.users:
             envelope.users[user] = None
+        if forwards:
+            remote = self._remote.setdefault(envelope, {})
+            for target in forwards:
+                remote.setdefault(target, parsed.domain)
+        elif resolution.remote:
+            log.info(
+                "rcpt=<%s> remote targets %s not forwarded over %s",
+                address,
+                ",".join(resolution.remote),
+                "LMTP" if server.lmtp else "a server without a queue",
+            )
         return str(codes.RECIPIENT_OK)
 
     async def handle_DATA(
@@ -118,6 +157,12 @@ class InboundHandler(BaseHandler):
         refusal = self.check_data(data)
         if refusal is not None:
             return str(refusal)
+        targets = self._forward_targets(envelope)
+        if targets and received_count(data) + 1 >= MAX_RECEIVED:
+            # RFC 5321 §6.3: a message that has been through this many hops
+            # is looping (perhaps through a remote target forwarding back).
+            log.warning("from=<%s> refused: routing loop (Received fields)", envelope.mail_from)
+            return str(ROUTING_LOOP)
         queue_id = new_queue_id()
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts: list[str] = envelope.rcpt_tos
@@ -125,14 +170,18 @@ class InboundHandler(BaseHandler):
         received = self.received(server, session, rcpts, queue_id)
         if self.checks is not None and not server.lmtp:
             return await self._judged_delivery(
-                session, envelope, queue_id, return_path, received, data
+                session, envelope, queue_id, return_path, received, data, targets
             )
         message = return_path + received + data
         with self.delivering():
             try:
-                await deliver_to_users(self.store, message, envelope.users)
+                if envelope.users:
+                    await deliver_to_users(self.store, message, envelope.users)
             except Exception:
                 log.exception("queue_id=%s store failed; told the client to retry", queue_id)
+                return str(codes.LOCAL_ERROR)
+            # No sender checks ran: there are no verdicts of ours to seal.
+            if not await self._forward(queue_id, mail_from, targets, received + data, False):
                 return str(codes.LOCAL_ERROR)
         log.info(
             "queue_id=%s from=<%s> to=%s size=%d result=stored",
@@ -151,8 +200,13 @@ class InboundHandler(BaseHandler):
         return_path: bytes,
         received: bytes,
         data: bytes,
+        targets: dict[str, list[str]],
     ) -> str:
-        """DATA on the MX with sender checks: judge, then store each copy where it goes."""
+        """DATA on the MX with sender checks: judge, then store each copy where it goes.
+
+        Copies for remote targets (``targets``: alias domain -> addresses)
+        are forwarded unless the judgement refused the message.
+        """
         assert self.checks is not None
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         with self.delivering():
@@ -188,6 +242,13 @@ class InboundHandler(BaseHandler):
             except Exception:
                 log.exception("queue_id=%s store failed; told the client to retry", queue_id)
                 return str(codes.LOCAL_ERROR)
+            # Our Authentication-Results on top, as RFC 8617 §5.1 needs for
+            # the seal; the same trace fields local copies get, without the
+            # per-user X-Spam ones and without Return-Path (RFC 5321 §4.4:
+            # only the final delivery adds it).
+            forwarded = judgement.headers + received + judgement.message
+            if not await self._forward(queue_id, mail_from, targets, forwarded, True):
+                return str(codes.LOCAL_ERROR)
         if envelope.greylisted:
             await self.checks.delivered(session.peer_ip)
         log.info(
@@ -199,3 +260,34 @@ class InboundHandler(BaseHandler):
             ",".join(f"{u}:{c.mailbox}" for u, c in judgement.copies.items()),
         )
         return f"{codes.QUEUED} {queue_id}"
+
+    def _forward_targets(self, envelope: PochtaEnvelope) -> dict[str, list[str]]:
+        """The transaction's remote targets grouped by alias domain (first come first)."""
+        groups: dict[str, list[str]] = {}
+        for target, domain in self._remote.pop(envelope, {}).items():
+            groups.setdefault(domain, []).append(target)
+        return groups
+
+    async def _forward(
+        self,
+        queue_id: str,
+        mail_from: str,
+        targets: dict[str, list[str]],
+        message: bytes,
+        sealable: bool,
+    ) -> bool:
+        """Spool the copies for remote targets; False (logged) if the spool failed."""
+        if not targets or self.forwarder is None:
+            return True
+        try:
+            await self.forwarder.forward(
+                queue_id=queue_id,
+                mail_from=mail_from,
+                targets=targets,
+                message=message,
+                sealable=sealable,
+            )
+        except Exception:
+            log.exception("queue_id=%s could not be queued for forwarding; retry", queue_id)
+            return False
+        return True
