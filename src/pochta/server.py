@@ -144,7 +144,7 @@ class Server:
             settings=settings.delivery,
             route=self._route,
         )
-        self._local = LocalDeliverer(self.accounts, self.store)
+        self._local = LocalDeliverer(self.accounts, self.store, forward=self.queue.enqueue)
         self._remote: MXDeliverer | None = None
         #: DKIM keys: submission signs with them, the MX ARC-seals forwarded mail.
         self._dkim = DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None

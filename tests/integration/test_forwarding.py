@@ -352,3 +352,14 @@ def test_forwarding_loop_is_refused(net: Net) -> None:
     # Local delivery cannot loop: the same message to a local user is taken.
     replies = send(net.a.address("smtp"), SENDER, [ALICE], looping)
     assert replies["DATA"][0] == 250
+
+
+def test_mail_from_a_local_user_to_a_forwarding_alias_is_forwarded(net: Net) -> None:
+    # Submission puts a colleague's mail in the queue; the queue's local
+    # delivery expands the alias and queues the copy for the remote target.
+    mark = marker()
+    data = message(mark).replace(SENDER.encode(), ALICE.encode())
+    net.a.call(lambda: net.a.server.queue.enqueue(ALICE, ["fwd@one.test"], data))
+    got = wait_for(net.b, BOB, mark)
+    assert got.startswith(f"Return-Path: <{ALICE}>\r\n".encode())
+    assert got.endswith(data)
