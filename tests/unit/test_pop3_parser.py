@@ -158,6 +158,24 @@ def test_dot_stuff_round_trips(lines: list[bytes]) -> None:
     assert unstuff(wire) == data
 
 
+def stuffed_the_long_way(data: bytes) -> bytes:
+    out = data.replace(b"\n.", b"\n..")
+    if out[:1] == b".":
+        out = b"." + out
+    if out.endswith(b"\r\n") or not out:
+        return out + b".\r\n"
+    if out.endswith(b"\n"):
+        return out[:-1] + b"\r\n.\r\n"
+    return out + b"\r\n.\r\n"
+
+
+@given(st.lists(st.sampled_from([b".", b"a", b"\n", b"\r\n", b"x.y", b".."]), max_size=200))
+def test_dot_stuff_shortcut_agrees_with_a_full_replace(pieces: list[bytes]) -> None:
+    # Many dots (past the ones looked at one by one) and none, at every place.
+    data = b"".join(pieces)
+    assert dot_stuff(data) == stuffed_the_long_way(data)
+
+
 def test_top_of() -> None:
     msg = b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\nl3\r\n"
     assert top_of(msg, 0) == b"A: 1\r\nB: 2\r\n\r\n"
