@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from pathlib import Path
@@ -10,6 +11,8 @@ import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pochta.dns.mock import DictResolver
 from pochta.mailauth.dkim import (
@@ -365,3 +368,28 @@ async def test_signing_with_the_rfc8463_key_verifies_against_its_record(tmp_path
     assert b"bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=" in fields
     found = await verify_dkim(DictResolver(RFC8463_RECORDS), fields + message)
     assert [(r.result, r.selector) for r in found] == [("pass", "brisbane")]
+
+
+# --- fuzzing -----------------------------------------------------------------------
+
+_TAG = st.sampled_from(
+    ["v=1", "a=rsa-sha256", "a=ed25519-sha256", "a=rsa-sha1", "c=relaxed/relaxed", "c=x/y",
+     "d=example.test", "d=", "s=x", "s=", "h=from", "h=", "bh=AAAA", "b=AAAA", "b=", "l=5",
+     "l=-1", "t=1", "x=0", "i=@example.test", "i=@other.test", "q=dns/txt", "z=", "==", ";"]
+)  # fmt: skip
+_VALUE = st.one_of(
+    st.lists(_TAG, max_size=12).map("; ".join),
+    st.text(max_size=80).map(lambda t: t.replace("\r", "").replace("\n", "")),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=_VALUE, record=st.sampled_from(["v=DKIM1; p=", "p=AAAA", "garbage", "v=DKIM1; k=x"]))
+def test_any_signature_field_gives_verdicts_never_an_exception(value: str, record: str) -> None:
+    # Whatever the field and the key record say, every signature gets a
+    # verdict (RFC 6376 §6.1: broken ones are permerror); nothing raises.
+    resolver = DictResolver({"x._domainkey.example.test": {"TXT": [record]}})
+    message = b"DKIM-Signature: " + value.encode("utf-8", "replace") + b"\r\n" + MESSAGE
+    found = asyncio.run(verify_dkim(resolver, message))
+    assert len(found) == 1
+    assert found[0].result in {"pass", "fail", "neutral", "permerror", "temperror", "policy"}
