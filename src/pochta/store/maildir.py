@@ -156,7 +156,13 @@ class MaildirStore:
         """Finish queued writes, then stop every thread and close every connection."""
         await self._writer.stop()
         w = self._writer
-        log.info("store closed: %d writes in %d batches, %d commits", w.jobs, w.batches, w.commits)
+        log.info(
+            "store closed: %d writes in %d batches, %d commits, %d WAL fsyncs",
+            w.jobs,
+            w.batches,
+            w.commits,
+            w.syncs,
+        )
         self._readers = None
         self.feed.close_all()
 

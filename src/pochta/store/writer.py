@@ -18,16 +18,25 @@ and await a future; the single writer thread takes everything queued (up to
    rolled back to its savepoint and its file changes undone; later jobs see
    the state as if it never ran.
 3. One fsync per directory the batch touched (deduplicated, in parallel),
-   then one COMMIT (``synchronous=FULL``: the WAL is on disk when it returns).
-   If either fails, every job is undone and fails.
-4. After the commit: deferred removals (expunged files, deleted folders),
-   ``cleanup`` of every job, then one ``loop.call_soon_threadsafe`` per batch
-   that publishes the change notices and resolves every job's future (one
-   loop wake-up per batch, not per job).
+   then one COMMIT. If either fails, every job is undone and fails. The
+   COMMIT runs with ``synchronous=NORMAL``: it writes the WAL but does not
+   fsync it, so the writer goes on with the next batch at once.
+4. After the commit: ``cleanup`` of every job; jobs that are not
+   ``durable`` (flag changes) are answered now. The durable ones go to the
+   *syncer* thread, which fsyncs the WAL file once for every batch waiting
+   (group commit across batches, as a database's log writer does) and only
+   then answers them, publishes their change notices and hands their
+   deferred removals (expunged files) to the janitor thread. Answers go out
+   with one ``loop.call_soon_threadsafe`` per group, not per job.
 
-So a caller's ``await`` returns only after its change is durable, and a
-failed job leaves nothing visible: no index row without its file, no file
-(outside ``tmp/``, which ``cleanup`` empties) without its index row.
+So a durable caller's ``await`` returns only after its change is on disk,
+and a failed job leaves nothing visible: no index row without its file, no
+file (outside ``tmp/``, which ``cleanup`` empties) without its index row.
+Why the WAL fsync is safe off the writer: the WAL is append-only between
+checkpoints and SQLite recovers the longest valid prefix of it, so one
+fsync of the file makes every COMMIT written before it durable; a
+checkpoint fsyncs the WAL itself before it copies frames, and resets the
+file in place (same inode), which :class:`_WalSync` checks anyway.
 OS and SQLite errors reach callers as ``StoreError`` with code UNAVAILABLE
 (RFC 5530), the original chained as ``__cause__``. A cancelled caller does
 not cancel its job: once queued, the change happens.
@@ -38,6 +47,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -112,8 +122,9 @@ class Job(abc.ABC, Generic[T]):
     #: Set when ``prepare`` does something, so the writer can skip the helpers.
     has_prepare = False
     #: False for changes whose loss in a power failure loses no mail (flag
-    #: changes, removals): a batch of only such jobs commits without fsync,
-    #: as Dovecot's default ``fsync_mode = optimized`` does for its index.
+    #: changes): answered at COMMIT, before the WAL fsync, and a batch of
+    #: only such jobs skips the directory fsyncs, as Dovecot's default
+    #: ``fsync_mode = optimized`` does for its index.
     durable = True
 
     def prepare(self) -> None:
@@ -169,8 +180,6 @@ class Writer:
     ) -> None:
         self._connect = connect
         self._publish = publish
-        #: The connection's ``synchronous`` level is FULL (see ``Job.durable``).
-        self._durable = True
         self._on_exit = on_exit
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -180,6 +189,7 @@ class Writer:
         # Post-reply work (unlinking thousands of expunged files at a POP3
         # QUIT) runs here, in order, so that the next batch need not wait.
         self._janitor = ThreadPoolExecutor(1, thread_name_prefix="pochta-store-janitor")
+        self._syncer: _WalSync | None = None
         self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -189,6 +199,8 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Number of COMMITs and of batches (for tests and metrics).
         self.commits = 0
+        #: WAL fsyncs (one covers every durable batch committed before it).
+        self.syncs = 0
         self.batches = 0
         self.jobs = 0
 
@@ -240,6 +252,9 @@ class Writer:
     def _run(self) -> None:
         try:
             conn = self._connect()
+            # Durability comes from _WalSync's fsync, not from the COMMIT.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            syncer = self._syncer = _WalSync(_wal_path(conn), self._hand_over, self._janitor)
         except BaseException as exc:
             self._helpers.shutdown()
             self._syncers.shutdown()
@@ -251,6 +266,9 @@ class Writer:
         try:
             self._serve(conn)
         finally:
+            # Every durable job is answered before the connection closes.
+            syncer.stop()
+            self.syncs = syncer.syncs
             conn.close()
             self._helpers.shutdown()
             self._syncers.shutdown()
@@ -326,11 +344,6 @@ class Writer:
         done: list[_Item] = []
         durable = any(it.job.durable for it in batch)
         try:
-            if durable != self._durable:
-                # WAL + NORMAL: the COMMIT is atomic but not fsynced; the
-                # next durable COMMIT (or checkpoint) makes it stick too.
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._durable = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for it in batch:
@@ -338,10 +351,14 @@ class Writer:
         else:
             done = self._apply_all(conn, batch)
             if done:
-                self._commit(conn, done)
+                self._commit(conn, done, durable)
             elif conn.in_transaction:
                 conn.execute("ROLLBACK")
+        now: list[_Item] = []
+        waiting: list[_Item] = []
         notices: list[tuple[str, Notice]] = []
+        synced: list[tuple[str, Notice]] = []
+        later: list[Callable[[], object]] = []
         for it in done:
             if it.error is None and it.tx is not None:
                 for action in it.tx.after:
@@ -349,15 +366,29 @@ class Writer:
                         action()
                     except Exception:
                         log.exception("store: post-commit cleanup failed")
-                notices.extend(it.tx.notices)
         for it in batch:
             try:
                 it.job.cleanup()
             except Exception:
                 log.exception("store: job cleanup failed")
-        self._hand_over(batch, notices)
-        later = [a for it in done if it.error is None and it.tx is not None for a in it.tx.later]
-        if later:
+            ok = it.error is None and it.tx is not None
+            if ok and it.job.durable:
+                waiting.append(it)
+                assert it.tx is not None
+                synced.extend(it.tx.notices)
+                later.extend(it.tx.later)
+            else:
+                now.append(it)
+                if ok:
+                    assert it.tx is not None
+                    notices.extend(it.tx.notices)
+                    later.extend(it.tx.later)
+        if now:
+            self._hand_over(now, notices)
+        if waiting:
+            assert self._syncer is not None
+            self._syncer.submit(waiting, synced, later)
+        elif later:
             self._janitor.submit(_run_all, later)
 
     def _hand_over(self, batch: list[_Item], notices: list[tuple[str, Notice]]) -> None:
@@ -416,10 +447,12 @@ class Writer:
                 done.append(it)
         return done
 
-    def _commit(self, conn: sqlite3.Connection, done: list[_Item]) -> None:
+    def _commit(self, conn: sqlite3.Connection, done: list[_Item], durable: bool) -> None:
         dirs = set().union(*(it.tx.dirs for it in done if it.tx is not None))
         try:
-            if self._durable:
+            # Before the COMMIT: the index never names a file whose
+            # directory entry could still be lost.
+            if durable:
                 self._fsync_dirs(dirs)
             conn.execute("COMMIT")
             self.commits += 1
@@ -440,3 +473,106 @@ class Writer:
             err.__cause__ = exc
             it.error = err
             it.result = None
+
+
+def _wal_path(conn: sqlite3.Connection) -> str:
+    """The WAL file of ``conn``'s main database."""
+    for _seq, name, path in conn.execute("PRAGMA database_list"):
+        if name == "main" and path:
+            return str(path) + "-wal"
+    raise StoreError("the index has no file", code="UNAVAILABLE")
+
+
+class _WalSync:
+    """The syncer thread: fsync the WAL, then answer the durable jobs committed before it.
+
+    ``submit`` takes a committed batch's durable jobs; the thread takes every
+    batch waiting, does one fsync for all of them and hands them over in
+    commit order. If the fsync fails, the jobs fail (the change is visible
+    but not known to be durable: the client retries, a duplicate at worst).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        hand_over: Callable[[list[_Item], list[tuple[str, Notice]]], None],
+        janitor: ThreadPoolExecutor,
+    ) -> None:
+        self._path = path
+        self._hand_over = hand_over
+        self._janitor = janitor
+        self._fd: int | None = None
+        self._queue: queue.SimpleQueue[
+            tuple[list[_Item], list[tuple[str, Notice]], list[Callable[[], object]]] | None
+        ] = queue.SimpleQueue()
+        #: fsyncs done (each covers one or more batches).
+        self.syncs = 0
+        self._thread = threading.Thread(target=self._run, name="pochta-store-syncer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        items: list[_Item],
+        notices: list[tuple[str, Notice]],
+        later: list[Callable[[], object]],
+    ) -> None:
+        self._queue.put((items, notices, later))
+
+    def stop(self) -> None:
+        """Answer everything submitted, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            groups = [first]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                groups.append(more)
+            error: BaseException | None = None
+            try:
+                self._fsync()
+                self.syncs += 1
+            except OSError as exc:
+                log.error("store: fsync of the index WAL failed: %s", exc)
+                error = storage_error(exc)
+            items = [it for group in groups for it in group[0]]
+            notices = [n for group in groups for n in group[1]]
+            later = [a for group in groups for a in group[2]]
+            if error is not None:
+                for it in items:
+                    it.result, it.error = None, error
+                notices, later = [], []
+            try:
+                self._hand_over(items, notices)
+            except Exception:
+                log.exception("store: answering after the WAL fsync failed")
+            if later:
+                self._janitor.submit(_run_all, later)
+
+    def _fsync(self) -> None:
+        """fsync the WAL file, reopening it if SQLite replaced it since."""
+        if self._fd is not None:
+            try:
+                replaced = os.fstat(self._fd).st_ino != os.stat(self._path).st_ino
+            except FileNotFoundError:
+                replaced = True
+            if replaced:
+                os.close(self._fd)
+                self._fd = None
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        os.fsync(self._fd)
