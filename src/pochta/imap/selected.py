@@ -57,6 +57,7 @@ from pochta.imap.types import (
     ParseError,
     QResync,
     Search,
+    SearchAll,
     SearchAnd,
     SearchKey,
     SearchModSeq,
@@ -127,9 +128,16 @@ class Selected:
         for seq, uid in enumerate(self.uids, 1):
             row = info[uid]
             known = cache.get(uid)
-            if known is not None and known[0] is row and known[1].seq == seq:
-                out.append(known[1])
-                continue
+            if known is not None and known[1].seq == seq:
+                if known[0] is row:
+                    out.append(known[1])
+                    continue
+                # The same row loaded again (a new SELECT of this mailbox):
+                # equal by value, so the view, with its loaded meta, holds.
+                if known[0] == row:
+                    cache[uid] = (row, known[1])
+                    out.append(known[1])
+                    continue
             message = SearchMessage.from_info(seq, row)
             cache[uid] = (row, message)
             out.append(message)
@@ -138,6 +146,12 @@ class Selected:
             for uid in [u for u in cache if u not in live]:
                 del cache[uid]
         return out
+
+    def inherit(self, previous: Selected) -> None:
+        """Take over ``previous``'s SEARCH views when it showed the same mailbox
+        (a client that SELECTs its mailbox again keeps the metas it loaded)."""
+        if previous.name == self.name and previous.uidvalidity == self.uidvalidity:
+            self._searchable = previous._searchable
 
     def remember(self, loaded: Sequence[SearchMessage]) -> None:
         """Keep the metas a SEARCH loaded, so the next one needs no store trip
@@ -268,7 +282,8 @@ def enable_condstore(s: ImapSession) -> None:
 
 async def select(s: ImapSession, tag: str, cmd: Select | Examine) -> None:
     """Authenticated or selected. RFC 9051 §6.3.2 SELECT, §6.3.3 EXAMINE."""
-    if s.selected is not None:
+    previous = s.selected
+    if previous is not None:
         s.selected = None
         s.state = State.AUTHENTICATED
         s.untagged("OK [CLOSED] Previous mailbox closed")
@@ -279,6 +294,8 @@ async def select(s: ImapSession, tag: str, cmd: Select | Examine) -> None:
     box = await s.store.status(cmd.mailbox)
     infos = await s.store.messages(cmd.mailbox)
     view = Selected(box.name, cmd.readonly, box.uidvalidity, box.highestmodseq)
+    if previous is not None:
+        view.inherit(previous)
     for info in infos:
         view.uids.append(info.uid)
         view.info[info.uid] = info
@@ -479,17 +496,26 @@ async def search_(s: ImapSession, tag: str, cmd: Search) -> None:
     modseq_key = uses_modseq(cmd.key)
     if modseq_key:
         enable_condstore(s)
-    messages = view.search_messages()
-    ctx = SearchContext(len(view.uids), view.uids[-1] if view.uids else 0, view.saved)
+    if isinstance(cmd.key, SearchAll):
+        # The most common SEARCH of all (clients listing UIDs): no per-message work.
+        pending = view.pending
+        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if uid not in pending]
+        matched = [uid for _, uid in live]
+        numbers = matched if cmd.uid else [seq for seq, _ in live]
+        found: list[SearchMessage] = []
+    else:
+        messages = view.search_messages()
+        ctx = SearchContext(len(view.uids), view.uids[-1] if view.uids else 0, view.saved)
 
-    async def load(msgs: Sequence[SearchMessage], need: Need) -> list[SearchMessage]:
-        loaded = await _load(s, view.name, msgs, need)
-        view.remember(loaded)
-        return loaded
+        async def load(msgs: Sequence[SearchMessage], need: Need) -> list[SearchMessage]:
+            loaded = await _load(s, view.name, msgs, need)
+            view.remember(loaded)
+            return loaded
 
-    found = await search(cmd.key, messages, ctx, load)
-    found = [m for m in found if m.uid not in view.pending]
-    numbers = [m.uid if cmd.uid else m.seq for m in found]
+        found = await search(cmd.key, messages, ctx, load)
+        found = [m for m in found if m.uid not in view.pending]
+        matched = [m.uid for m in found]
+        numbers = [m.uid if cmd.uid else m.seq for m in found]
     # RFC 7162 §3.1.5: the highest MODSEQ of the matches when MODSEQ was searched
     top = max((m.modseq for m in found), default=0) if modseq_key else 0
     returns = cmd.returns
@@ -500,7 +526,7 @@ async def search_(s: ImapSession, tag: str, cmd: Search) -> None:
         s.untagged(" ".join(["SEARCH", *map(str, numbers), *modseq]))
     else:
         if SearchReturn.SAVE in returns:
-            view.saved = frozenset(m.uid for m in found)
+            view.saved = frozenset(matched)
         parts = [f'ESEARCH (TAG "{tag}")']
         if cmd.uid:
             parts.append("UID")
