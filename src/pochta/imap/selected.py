@@ -128,17 +128,19 @@ class Selected:
         for seq, uid in enumerate(self.uids, 1):
             row = info[uid]
             known = cache.get(uid)
-            if known is not None and known[1].seq == seq:
-                if known[0] is row:
+            meta = None
+            if known is not None:
+                # The same row loaded again (a new SELECT of this mailbox) is
+                # equal by value: the view holds, with its loaded meta.
+                if known[1].seq == seq and (known[0] is row or known[0] == row):
+                    if known[0] is not row:
+                        cache[uid] = (row, known[1])
                     out.append(known[1])
                     continue
-                # The same row loaded again (a new SELECT of this mailbox):
-                # equal by value, so the view, with its loaded meta, holds.
-                if known[0] == row:
-                    cache[uid] = (row, known[1])
-                    out.append(known[1])
-                    continue
-            message = SearchMessage.from_info(seq, row)
+                # A flag change or a renumbering (an expunge before it): the
+                # message itself, and so its meta, is the same.
+                meta = known[1].meta
+            message = SearchMessage.from_info(seq, row, meta)
             cache[uid] = (row, message)
             out.append(message)
         if len(cache) > len(out):
