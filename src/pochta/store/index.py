@@ -25,6 +25,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pochta.store import common
 from pochta.store import flags as flagset
@@ -216,12 +217,16 @@ def status(conn: sqlite3.Connection, box: MailboxRow) -> MailboxInfo:
     )
 
 
-def message_infos(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[MessageInfo]:
-    rows = conn.execute(
+def info_rows(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[Any]:
+    """The raw ``INFO_COLUMNS`` of a mailbox's messages with MODSEQ > ``since``, by UID."""
+    return conn.execute(
         f"SELECT {INFO_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
         (box_id, since),
-    )
-    return [message_info(r) for r in rows]
+    ).fetchall()
+
+
+def message_infos(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[MessageInfo]:
+    return [message_info(r) for r in info_rows(conn, box_id, since)]
 
 
 def vanished(conn: sqlite3.Connection, box_id: int, since: int) -> list[int]:

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta.mime import MessageMeta
 from pochta.store import common, files, index, names
@@ -127,6 +127,7 @@ class MaildirStore:
         #: message per command. UIDVALIDITY in the key keeps a recreated
         #: mailbox that reused an id from meeting the old entries.
         self.meta_cache = MetaCache(META_CACHE_SIZE)
+        self.info_cache = InfoCache(INFO_CACHE_SIZE)
         self._writer = Writer(
             self._open_index,
             self._publish,
@@ -350,19 +351,30 @@ class MaildirMailboxes:
             return int(row[0])
 
         small = await self._store._read(count, inline=True) <= INLINE_ROWS
-        return await self._store._read(
-            lambda conn: index.message_infos(conn, index.user_mailbox(conn, user, name).id),
-            inline=small,
-        )
+        infos = self._store.info_cache
+
+        def op(conn: sqlite3.Connection) -> builtins.list[MessageInfo]:
+            box = index.user_mailbox(conn, user, name)
+            rows = index.info_rows(conn, box.id)
+            return infos.decode((box.id, box.uidvalidity), rows, complete=True)
+
+        return await self._store._read(op, inline=small)
 
     async def changes(self, name: str, since: int) -> Changes:
         name, user = names.normalize(name), self._user
+        infos = self._store.info_cache
 
         def op(conn: sqlite3.Connection) -> Changes:
             box = index.user_mailbox(conn, user, name)
             return Changes(
                 box.highestmodseq,
-                tuple(index.message_infos(conn, box.id, since)),
+                tuple(
+                    infos.decode(
+                        (box.id, box.uidvalidity),
+                        index.info_rows(conn, box.id, since),
+                        complete=since == 0,
+                    )
+                ),
                 tuple(index.vanished(conn, box.id, since)),
             )
 
@@ -548,3 +560,62 @@ class MetaCache:
                 items[(box_id, uidvalidity, uid)] = meta
             while len(items) > self._size:
                 items.popitem(last=False)
+
+
+#: Index rows kept decoded (see :class:`InfoCache`), over all mailboxes.
+INFO_CACHE_SIZE = 100_000
+
+
+class InfoCache:
+    """Decoded ``MessageInfo`` objects of recently listed mailboxes.
+
+    Why: a client that SELECTs a mailbox again (or a sync after a change)
+    gets the same rows as last time but for a few; decoding a row (flags
+    from the bit mask, the aware datetime) costs a few microseconds, and
+    comparing the raw row with the one seen last time costs a tenth of that.
+    Handing back the *same* object also lets IMAP's per-view caches match
+    it by identity. Keyed by (mailbox id, UIDVALIDITY); whole mailboxes are
+    evicted, oldest first, past :data:`INFO_CACHE_SIZE` rows. Shared by the
+    loop and the reader threads: the lock guards only the mailbox map; a
+    race on a mailbox's rows costs a decode, never a wrong row (a row is
+    reused only when its raw columns are equal).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._boxes: OrderedDict[tuple[int, int], dict[int, tuple[tuple[Any, ...], MessageInfo]]]
+        self._boxes = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def decode(
+        self, box: tuple[int, int], rows: Iterable[tuple[Any, ...]], *, complete: bool
+    ) -> list[MessageInfo]:
+        """``rows`` (``index.INFO_COLUMNS``) as infos; ``complete``: they are the whole mailbox."""
+        with self._lock:
+            known = self._boxes.get(box)
+            if known is not None:
+                self._boxes.move_to_end(box)
+        known = known or {}
+        fresh: dict[int, tuple[tuple[Any, ...], MessageInfo]] = {} if complete else known
+        out: list[MessageInfo] = []
+        for row in rows:
+            uid = row[0]
+            seen = known.get(uid)
+            if seen is not None and seen[0] == row:
+                info = seen[1]
+                if complete:
+                    fresh[uid] = seen
+            else:
+                info = index.message_info(row)
+                fresh[uid] = (tuple(row), info)
+            out.append(info)
+        with self._lock:
+            old = self._boxes.pop(box, None)
+            self._count -= len(old) if old is not None else 0
+            self._boxes[box] = fresh
+            self._count += len(fresh)
+            while self._count > self._size and len(self._boxes) > 1:
+                _, dropped = self._boxes.popitem(last=False)
+                self._count -= len(dropped)
+        return out
