@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterable
 
@@ -192,6 +193,19 @@ def flag_list(flags: Iterable[str], *, recent: bool = False) -> bytes:
     §2.3.2; obsolete in IMAP4rev2). Flags are atoms; the store has already
     refused anything that is not one.
     """
+    if isinstance(flags, frozenset):
+        # A mailbox has few distinct flag sets: FETCH FLAGS of thousands of
+        # messages renders each set once.
+        return _flag_list_of(flags, recent)
+    return _render_flags(flags, recent)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_list_of(flags: frozenset[str], recent: bool) -> bytes:
+    return _render_flags(flags, recent)
+
+
+def _render_flags(flags: Iterable[str], recent: bool) -> bytes:
     ordered = sorted(flags, key=_flag_key)
     if recent:
         ordered.append(RECENT)

@@ -423,12 +423,15 @@ async def fetch(s: ImapSession, tag: str, cmd: Fetch) -> None:
                         data = await s.store.read(view.name, uid)
                     except MessageNotFound:
                         continue
-                for chunk in request.chunks(view.seq(uid), view.info[uid], meta, data):
+                chunks = request.chunks(view.seq(uid), view.info[uid], meta, data)
+                if data is None:
+                    s.out.raw(b"".join(chunks))  # one small response: one queue entry
+                    continue
+                for chunk in chunks:
                     s.out.raw(chunk)
-                if data is not None:
-                    # Bodies go out as they are read: at most one message and the
-                    # writer's 256 KiB wait in memory while the client is slow.
-                    await s.conn.drain()
+                # Bodies go out as they are read: at most one message and the
+                # writer's 256 KiB wait in memory while the client is slow.
+                await s.conn.drain()
             await s.conn.drain()
     except fetchmod.UnknownCTE:
         raise Abort("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE") from None
