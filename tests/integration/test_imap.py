@@ -512,12 +512,19 @@ def test_idle_sees_other_sessions_flags_and_expunge(srv: ImapServer, connect: Co
     other.select("INBOX")
     tag = idler._command("IDLE")
     assert idler._get_response() is None  # the continuation
-    other.store("1", "+FLAGS", "\\Deleted")
-    other.expunge()
     seen: list[bytes] = []
-    deadline = time.monotonic() + 5
-    while b"* 1 EXPUNGE" not in seen and time.monotonic() < deadline:
-        seen.append(idler._get_line())
+
+    def wait_for(line: bytes) -> None:
+        deadline = time.monotonic() + 5
+        while line not in seen and time.monotonic() < deadline:
+            seen.append(idler._get_line())
+
+    # One change at a time: were both made at once, the idler could find the
+    # message already gone when it looks, and rightly report only EXPUNGE.
+    other.store("1", "+FLAGS", "\\Deleted")
+    wait_for(b"* 1 FETCH (UID 1 FLAGS (\\Deleted))")
+    other.expunge()
+    wait_for(b"* 1 EXPUNGE")
     idler.send(b"DONE\r\n")
     assert idler._command_complete("IDLE", tag)[0] == "OK"
     assert b"* 1 FETCH (UID 1 FLAGS (\\Deleted))" in seen

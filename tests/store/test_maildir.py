@@ -311,6 +311,8 @@ async def test_failed_commit_undoes_the_batch(
     box = maildir_store.mailboxes(ALICE)
     (uid,) = [(await box.append(INBOX, MSG)).uid]
     monkeypatch.setattr(writer_module, "fsync_dir", _broken_fsync)
+    # Every job into the writer's queue (a small STORE would run on its own).
+    monkeypatch.setattr(jobs_module, "SMALL_JOB", 0)
     outcomes = await asyncio.gather(
         box.append("Sent", MSG, [SEEN]),
         box.store(INBOX, [uid], [SEEN], StoreMode.ADD),
@@ -380,3 +382,35 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         await store.create_user(BOB)
     await store.close()  # idempotent
+
+
+async def test_small_flag_changes_run_on_the_callers_thread(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle writer lets a small STORE run on the loop's thread; a big one is queued."""
+    import threading
+
+    box = maildir_store.mailboxes(ALICE)
+    uids = [(await box.append(INBOX, MSG)).uid for _ in range(jobs_module.SMALL_JOB + 1)]
+    threads: list[str] = []
+    apply = jobs_module.StoreFlagsJob.apply
+
+    def spy(self: jobs_module.StoreFlagsJob, tx: writer_module.Tx) -> Any:
+        threads.append(threading.current_thread().name)
+        return apply(self, tx)
+
+    monkeypatch.setattr(jobs_module.StoreFlagsJob, "apply", spy)
+    watch = box.watch()
+    small = await box.store(INBOX, uids[:2], [SEEN], StoreMode.ADD)
+    assert [i.flags for i in small.updated] == [frozenset({SEEN})] * 2
+    big = await box.store(INBOX, uids, ["$Big"], StoreMode.ADD)
+    assert len(big.updated) == len(uids)
+    assert threads == [threading.current_thread().name, "pochta-store-writer"]
+    # The inline change is as real as any: on disk, in the index, announced.
+    assert await watch.wait(5)
+    assert [i.flags for i in (await box.messages(INBOX))[:2]] == [{SEEN, "$Big"}] * 2
+    root = maildir(maildir_store)
+    names = listing(root, "cur") + listing(root, "new")
+    assert len(names) == len(uids)
+    assert sum(1 for n in names if n.endswith(",S")) == 2  # the letter is in the file name
+    watch.close()

@@ -339,6 +339,10 @@ class AppendJob(_NewMessageJob[AppendResult]):
 
 # Flags and expunge ------------------------------------------------------------
 
+#: Flag changes of up to this many messages run on the caller's thread when
+#: the writer is idle (``Job.small``).
+SMALL_JOB = 64
+
 
 class StoreFlagsJob(Job[StoreResult]):
     durable = False  # flags: lost in a power cut at worst, never mail
@@ -356,6 +360,10 @@ class StoreFlagsJob(Job[StoreResult]):
         self.layout, self.user, self.name = layout, user, name
         self.uids, self.flags, self.mode = uids, flags, mode
         self.unchanged_since = unchanged_since
+
+    @property
+    def small(self) -> bool:
+        return len(self.uids) <= SMALL_JOB  # a rename and a row each
 
     def apply(self, tx: Tx) -> StoreResult:
         conn = tx.conn
@@ -419,9 +427,13 @@ class ExpungeJob(Job[list[int]]):
 
     POP3's UPDATE uses ``any_flags``: flagging thousands of messages
     \\Deleted first would rename every file just before unlinking it.
-    Durable: the files go after the COMMIT, so the index must not forget
-    the removal in a power cut while the unlinks survive it.
+    Not durable: the caller is answered at the COMMIT; the files are
+    unlinked only after the WAL holding the removal is fsynced
+    (``Tx.after_reply``), so a power cut either keeps both the rows and the
+    files (the messages come back: nothing is lost) or loses neither.
     """
+
+    durable = False
 
     def __init__(
         self,
@@ -434,6 +446,12 @@ class ExpungeJob(Job[list[int]]):
     ) -> None:
         self.layout, self.user, self.name, self.uids = layout, user, name, uids
         self.any_flags = any_flags
+
+    @property
+    def small(self) -> bool:
+        # Rows only (the unlinks come later, off the loop). Without UIDs it
+        # is an IMAP EXPUNGE of the \\Deleted messages: usually a few.
+        return self.uids is None or len(self.uids) <= 16 * SMALL_JOB
 
     def apply(self, tx: Tx) -> list[int]:
         conn = tx.conn
