@@ -26,6 +26,7 @@ from pochta.store import (
     StoreMode,
     UserNotFound,
 )
+from pochta.store import files as files_module
 from pochta.store import jobs as jobs_module
 from pochta.store import writer as writer_module
 from tests.store.conftest import ALICE, BOB
@@ -197,7 +198,8 @@ async def test_reindex_keeps_uids_when_index_exists(maildir_store: MaildirStore)
     before = await box.status(INBOX)
     root = maildir(maildir_store)
     # Another program: marks one seen, drops a new file in, deletes one.
-    names = listing(root, "new")
+    # (Delivery order, not text order: "M95000" sorts after "M100000".)
+    names = sorted(listing(root, "new"), key=files_module.delivery_order)
     os.rename(root / "new" / names[0], root / "cur" / f"{names[0]}:2,S")
     (root / "new" / names[2]).unlink()
     (root / "cur" / "1.M1P1Q1.elsewhere,S=9:2,F").write_bytes(b"X: y\r\n\r\nz")

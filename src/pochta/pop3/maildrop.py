@@ -231,6 +231,31 @@ class Maildrop:
             self._read_ahead(number + 1)
         return dot_stuff(data)
 
+    def retr_ready(self, number: int) -> bytes | None:
+        """RETR's response body for ``number`` if it can be had without waiting, else None.
+
+        For the session's fast path (``Pop3Session.data_received``): only
+        when the read-ahead batch holding the message is already read; any
+        other case (a bad number, a deleted message, a read still running
+        or failed) is left to :meth:`retr`, which answers it properly.
+        """
+        if not 1 <= number <= len(self.uids) or number in self.deleted:
+            return None
+        uid = self.uids[number - 1]
+        if not self._batches:
+            return None
+        batch = self._batches[0]
+        if uid not in batch.uids or not batch.task.done() or batch.task.cancelled():
+            return None
+        if batch.task.exception() is not None:
+            return None
+        data = batch.task.result().pop(uid, None)
+        if data is None:
+            return None
+        if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
+            self._read_ahead(batch.after)
+        return dot_stuff(data)
+
     def _read_ahead(self, number: int) -> None:
         """Start reading the next batch of live messages from ``number`` on."""
         plan: list[int] = []
