@@ -58,32 +58,42 @@ class NoSuchMessage(Exception):
         self.deleted = deleted
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """``data`` as a multi-line response body: dot-stuffed, CRLF-terminated, with ``.CRLF``.
+def dot_stuff(data: bytes, head: bytes = b"") -> bytes:
+    """``head``, then ``data`` as a multi-line response body: dot-stuffed,
+    CRLF-terminated, with ``.CRLF``.
 
     RFC 1939 §3: each line starting with "." gets one more "."; the response
     ends with ``CRLF.CRLF``. A last line without a line end gets CRLF.
     Stuffing follows every LF, not only CRLF, so that even a message with
     bare LF (stored mail has CRLF; another tool may have put such a file
     there) can never make a line-splitting client see the end of the
-    response early; such bare LFs are otherwise sent as they are.
+    response early; such bare LFs are otherwise sent as they are. The
+    status line goes in as ``head`` so that the whole response is built
+    with one copy of the message.
     """
+    parts: list[bytes | memoryview]
     lines = _dot_lines(data)
     if lines is None:
         out = data.replace(b"\n.", b"\n..")
-        if out[:1] == b".":
-            out = b"." + out
+        parts = [b"." + out if out[:1] == b"." else out]
     elif lines:
-        # One more "." in front of each of those dots.
+        # One more "." in front of each of those dots (views: no copies).
+        view = memoryview(data)
         cuts = [0, *lines, len(data)]
-        out = b".".join([data[a:b] for a, b in itertools.pairwise(cuts)])
+        parts = []
+        for start, end in itertools.pairwise(cuts):
+            parts += (view[start:end], b".")
+        parts.pop()
     else:
-        out = data
-    if out.endswith(b"\r\n") or not out:
-        return out + b".\r\n"
-    if out.endswith(b"\n"):
-        return out[:-1] + b"\r\n.\r\n"
-    return out + b"\r\n.\r\n"
+        parts = [data]
+    if not data or data.endswith(b"\r\n"):
+        tail = b".\r\n"
+    elif data.endswith(b"\n"):
+        parts[-1] = memoryview(parts[-1])[:-1]
+        tail = b"\r\n.\r\n"
+    else:
+        tail = b"\r\n.\r\n"
+    return b"".join([head, *parts, tail])
 
 
 #: Dots :func:`_dot_lines` looks at one by one before it gives up.
@@ -203,8 +213,8 @@ class Maildrop:
         if another client expunged it since the snapshot."""
         return await self.mailboxes.read(INBOX, self.uids[self.check(number)])
 
-    async def retr(self, number: int) -> bytes:
-        """The RETR response body for message ``number``: dot-stuffed, terminated.
+    async def retr(self, number: int, head: bytes = b"") -> bytes:
+        """``head`` and the RETR response body for message ``number``: dot-stuffed, terminated.
 
         Clients download in order (fetchmail, getmail, Outlook: RETR 1, DELE
         1, RETR 2 ...), so the messages after the one asked for are read
@@ -229,9 +239,9 @@ class Maildrop:
         else:
             data = await self.mailboxes.read(INBOX, uid)
             self._read_ahead(number + 1)
-        return dot_stuff(data)
+        return dot_stuff(data, head)
 
-    def retr_ready(self, number: int) -> bytes | None:
+    def retr_ready(self, number: int, head: bytes = b"") -> bytes | None:
         """RETR's response body for ``number`` if it can be had without waiting, else None.
 
         For the session's fast path (``Pop3Session.data_received``): only
@@ -254,7 +264,7 @@ class Maildrop:
             return None
         if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
             self._read_ahead(batch.after)
-        return dot_stuff(data)
+        return dot_stuff(data, head)
 
     def _read_ahead(self, number: int) -> None:
         """Start reading the next batch of live messages from ``number`` on."""

@@ -130,8 +130,11 @@ class Pop3Session(asyncio.Protocol):
             self._read_paused = True
             if self._transport is not None:
                 self._transport.pause_reading()
-        if self._fast_path():
-            return
+        try:
+            if self._fast_path():
+                return
+        except Exception:  # a bug must cost a wake-up, not the connection
+            log.exception("pop3 fast path failed ip=%s", self.peer_ip)
         self._wake()
 
     def _fast_path(self) -> bool:
@@ -172,11 +175,14 @@ class Pop3Session(asyncio.Protocol):
                 return False
             (number,) = command.numbers
             if command.verb == "RETR":
-                body = self.maildrop.retr_ready(number)
-                if body is None:
+                try:
+                    head = b"+OK %d octets\r\n" % self.maildrop.size(number)
+                except NoSuchMessage:
+                    return False  # the task gives the proper -ERR
+                response = self.maildrop.retr_ready(number, head)
+                if response is None:
                     return False
-                self.write(b"+OK %d octets\r\n" % self.maildrop.size(number))
-                self.write(body)
+                self.write(response)
             elif command.verb == "DELE":
                 try:
                     self.maildrop.delete(number)

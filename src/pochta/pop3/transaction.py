@@ -81,10 +81,11 @@ async def _send_message(session: Pop3Session, number: int, lines: int | None) ->
     maildrop = _maildrop(session)
     try:
         if lines is None:
-            size = maildrop.size(number)
-            body = await maildrop.retr(number)
+            head = b"+OK %d octets\r\n" % maildrop.size(number)
+            response = await maildrop.retr(number, head)
         else:
-            body = dot_stuff(top_of(await maildrop.read(number), lines))
+            head = b"+OK top of message follows\r\n"
+            response = dot_stuff(top_of(await maildrop.read(number), lines), head)
     except NoSuchMessage as exc:
         session.write(_no_such(exc))
         return
@@ -95,11 +96,7 @@ async def _send_message(session: Pop3Session, number: int, lines: int | None) ->
         log.exception("pop3 cannot read message %d", number)
         session.write(replies.err("cannot read the message now; try later", replies.SYS_TEMP))
         return
-    if lines is None:
-        session.write(b"+OK %d octets\r\n" % size)
-    else:
-        session.write(b"+OK top of message follows\r\n")
-    session.write(body)
+    session.write(response)
 
 
 async def cmd_retr(session: Pop3Session, command: Command) -> None:
