@@ -514,14 +514,30 @@ def _read_file(folder: str, rel: str) -> bytes | None:
     """A message file's bytes, or None if it is gone."""
     for _ in range(2):  # a concurrent flag change may rename it once
         try:
-            with open(os.path.join(folder, rel), "rb") as f:
-                return f.read()
+            return _slurp(os.path.join(folder, rel))
         except FileNotFoundError:
             found = files.find_by_base(folder, files.split_name(rel.rpartition("/")[2])[0])
             if found is None:
                 return None
             rel = found
     return None
+
+
+def _slurp(path: str) -> bytes:
+    """The whole file in four system calls (``open().read()`` makes seven:
+    it also asks whether the file is a terminal and reads once more for EOF)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # short only at EOF (a regular file)
+        if len(data) <= size:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):  # it grew meanwhile: not ours, but read it all
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 #: Decoded metas kept by a store (a few KiB each: ~100 MiB at most).
