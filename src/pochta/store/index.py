@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS expunged (
     modseq     INTEGER NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
+-- Every resync asks "expunged since MODSEQ n" (RFC 7162 VANISHED): without
+-- this, each IMAP command after a change scanned all of a mailbox's
+-- tombstones (54% of the loop's time in a 10-client benchmark).
+CREATE INDEX IF NOT EXISTS expunged_by_modseq ON expunged (mailbox_id, modseq);
 """
 
 #: Columns that make a MessageInfo, in ``message_info``'s order (meta is left out:
@@ -219,10 +223,17 @@ def status(conn: sqlite3.Connection, box: MailboxRow) -> MailboxInfo:
 
 def info_rows(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[Any]:
     """The raw ``INFO_COLUMNS`` of a mailbox's messages with MODSEQ > ``since``, by UID."""
-    return conn.execute(
-        f"SELECT {INFO_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+    if since == 0:
+        return conn.execute(
+            f"SELECT {INFO_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (box_id,)
+        ).fetchall()
+    # The few changed rows through the MODSEQ index, sorted here (see vanished).
+    rows = conn.execute(
+        f"SELECT {INFO_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ?",
         (box_id, since),
     ).fetchall()
+    rows.sort()
+    return rows
 
 
 def message_infos(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[MessageInfo]:
@@ -230,11 +241,13 @@ def message_infos(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list
 
 
 def vanished(conn: sqlite3.Connection, box_id: int, since: int) -> list[int]:
+    # Sorted here, not by ORDER BY: with it SQLite walks the primary key to
+    # avoid a sort -- every tombstone of the mailbox -- instead of the few
+    # the MODSEQ index finds (2 ms against 20 us with 50,000 tombstones).
     rows = conn.execute(
-        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-        (box_id, since),
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?", (box_id, since)
     )
-    return [r[0] for r in rows]
+    return sorted(r[0] for r in rows)
 
 
 def uid_list(uids: Iterable[int]) -> str:
