@@ -416,3 +416,34 @@ async def test_small_flag_changes_run_on_the_callers_thread(
     assert len(names) == len(uids)
     assert sum(1 for n in names if n.endswith(",S")) == 2  # the letter is in the file name
     watch.close()
+
+
+def test_changes_since_use_the_modseq_indexes(tmp_path: Path) -> None:
+    """A resync after a change reads the few changed rows, not the whole mailbox.
+
+    SQLite prefers the primary key when the query sorts by UID; that walked
+    every tombstone of a busy mailbox on each IMAP command. The plans must
+    name the MODSEQ indexes.
+    """
+    from pochta.store import index
+
+    conn = index.connect(str(tmp_path / "index.sqlite"))
+    try:
+        plans: list[str] = []
+
+        def spy(statement: str) -> None:
+            if statement.startswith("SELECT") and "modseq >" in statement:
+                plan = conn.execute("EXPLAIN QUERY PLAN " + statement).fetchall()
+                plans.append(" ".join(str(row[-1]) for row in plan))
+
+        conn.set_trace_callback(spy)
+        try:
+            index.vanished(conn, 1, 5)
+            index.info_rows(conn, 1, 5)
+        finally:
+            conn.set_trace_callback(None)
+        assert len(plans) == 2
+        assert "expunged_by_modseq" in plans[0]
+        assert "messages_by_modseq" in plans[1]
+    finally:
+        conn.close()
