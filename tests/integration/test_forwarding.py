@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,11 +28,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.conftest import FAST_HASHER, ServerThread
+from tests.conftest import ServerThread
 from tests.dnsserver import DNSTestServer
+from tests.integration.hosts import free_port_on, make_host
 
-from pochta.accounts import Accounts
-from pochta.config import load_settings
 from pochta.dns.mock import DictResolver
 from pochta.mailauth.arc import ARCResult, verify_arc
 from pochta.mailauth.dkim import sign_message
@@ -60,22 +58,6 @@ class Net:
     sender_keys: list[DKIMKey]
 
 
-def free_port_on(*hosts: str) -> int:
-    """A port free on every one of ``hosts`` (A's port 25 stand-in is B's too)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
 def make_server(
     root: Path,
     ca: trustme.CA,
@@ -88,32 +70,11 @@ def make_server(
     extra_domains: tuple[str, ...] = (),
     aliases: tuple[tuple[str, str], ...] = (),
 ) -> ServerThread:
-    root.mkdir()
-    issued = ca.issue_cert(f"mail.{domain}", ip)
-    (root / "cert.pem").write_bytes(b"".join(b.bytes() for b in issued.cert_chain_pems))
-    (root / "key.pem").write_bytes(issued.private_key_pem.bytes())
-    (root / "pochta.toml").write_text(
-        f'hostname = "mail.{domain}"\ndata_dir = "data"\n'
-        f'[listen]\nsmtp = ["{ip}:{port}"]\nlmtp = ["{ip}:0"]\n'
-        '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
-        f'[dns]\nnameservers = ["{dns}"]\n'
-        f"[delivery]\nsmtp_port = {port}\nretry_intervals = [1]\n"
-    )
-    settings = load_settings(root / "pochta.toml")
-    with Accounts.open(settings.data_dir / "accounts.sqlite", hasher=FAST_HASHER) as accounts:
-        for name in (domain, *extra_domains):
-            accounts.add_domain(name)
-        for user in users:
-            accounts.add_user(user, "pw-" + user)
-        for alias, target in aliases:
-            accounts.add_alias(alias, target)
-    # What `pochta domain add` does for the main domain; extra_domains get none.
-    DKIMKeyStore(settings.data_dir).create(domain)
-    server = ServerThread(settings)
-    server.start()
-    for user in users:
-        server.call(lambda u=user: server.server.store.create_user(u))  # type: ignore[misc]
-    return server
+    # The main domain gets keys as `pochta domain add` makes them; extra_domains none.
+    return make_host(
+        root, ca, domain, ip, port, dns, users, listeners=("lmtp",),
+        extra_domains=extra_domains, aliases=aliases, dkim=True, mailboxes=True,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ import email.policy
 import logging
 import re
 import smtplib
-import socket
 import ssl
 import time
 import uuid
@@ -39,11 +38,10 @@ from pathlib import Path
 import dkim
 import pytest
 import trustme
-from tests.conftest import FAST_HASHER, ServerThread
+from tests.conftest import ServerThread
 from tests.dnsserver import DNSTestServer
+from tests.integration.hosts import free_port_on, make_host
 
-from pochta.accounts import Accounts
-from pochta.config import load_settings
 from pochta.dns.records import TXT
 from pochta.dns.zone import expected
 from pochta.mailauth.dkim import sign_message
@@ -73,49 +71,13 @@ class Net:
     sender_keys: list[DKIMKey]
 
 
-def free_port_on(*hosts: str) -> int:
-    """A port free on every one of ``hosts`` (A's port 25 stand-in is B's too)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
 def make_server(
     root: Path, ca: trustme.CA, domain: str, ip: str, port: int, dns: str, users: list[str]
 ) -> ServerThread:
-    root.mkdir()
-    issued = ca.issue_cert(f"mail.{domain}", ip)
-    (root / "cert.pem").write_bytes(b"".join(b.bytes() for b in issued.cert_chain_pems))
-    (root / "key.pem").write_bytes(issued.private_key_pem.bytes())
-    (root / "pochta.toml").write_text(
-        f'hostname = "mail.{domain}"\ndata_dir = "data"\n'
-        f'[listen]\nsmtp = ["{ip}:{port}"]\nsubmission = ["{ip}:0"]\n'
-        '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
-        f'[dns]\nnameservers = ["{dns}"]\n'
-        f"[delivery]\nsmtp_port = {port}\nretry_intervals = [1]\n"
+    # one.test signs (what `pochta domain add one.test` does); two.test does not.
+    return make_host(
+        root, ca, domain, ip, port, dns, users, dkim=domain == "one.test", mailboxes=True
     )
-    settings = load_settings(root / "pochta.toml")
-    with Accounts.open(settings.data_dir / "accounts.sqlite", hasher=FAST_HASHER) as accounts:
-        accounts.add_domain(domain)
-        for user in users:
-            accounts.add_user(user, "pw-" + user)
-    if domain == "one.test":
-        # What `pochta domain add one.test` does.
-        DKIMKeyStore(settings.data_dir).create(domain)
-    server = ServerThread(settings)
-    server.start()
-    for user in users:
-        server.call(lambda u=user: server.server.store.create_user(u))  # type: ignore[misc]
-    return server
 
 
 def publish(dns: DNSTestServer, server: ServerThread, domain: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.conftest import FAST_HASHER, ServerThread
+from tests.conftest import ServerThread
 from tests.dnsserver import DNSTestServer
+from tests.integration.hosts import free_port_on, make_host
 
-from pochta.accounts import Accounts
-from pochta.config import load_settings
 from pochta.queue import QueuedMessage
 
 
@@ -35,44 +33,10 @@ class Pair:
     dns: DNSTestServer
 
 
-def free_port_on(*hosts: str) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free port")
-
-
 def make_server(
     root: Path, ca: trustme.CA, domain: str, ip: str, port: int, dns: str, users: list[str]
 ) -> ServerThread:
-    root.mkdir()
-    issued = ca.issue_cert(f"mail.{domain}", ip)
-    (root / "cert.pem").write_bytes(b"".join(b.bytes() for b in issued.cert_chain_pems))
-    (root / "key.pem").write_bytes(issued.private_key_pem.bytes())
-    (root / "pochta.toml").write_text(
-        f'hostname = "mail.{domain}"\ndata_dir = "data"\n'
-        f'[listen]\nsmtp = ["{ip}:{port}"]\nsubmission = ["{ip}:0"]\n'
-        '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
-        f'[dns]\nnameservers = ["{dns}"]\n'
-        f"[delivery]\nsmtp_port = {port}\nretry_intervals = [1]\n"
-    )
-    settings = load_settings(root / "pochta.toml")
-    accounts = Accounts.open(settings.data_dir / "accounts.sqlite", hasher=FAST_HASHER)
-    accounts.add_domain(domain)
-    for user in users:
-        accounts.add_user(user, "pw-" + user)
-    accounts.close()
-    server = ServerThread(settings)
-    server.start()
-    return server
+    return make_host(root, ca, domain, ip, port, dns, users)
 
 
 @pytest.fixture
