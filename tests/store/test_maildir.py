@@ -447,3 +447,67 @@ def test_changes_since_use_the_modseq_indexes(tmp_path: Path) -> None:
         assert "messages_by_modseq" in plans[1]
     finally:
         conn.close()
+
+
+async def test_a_failed_wal_fsync_fails_the_durable_callers(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The syncer's fsync of the WAL fails: the delivery is not acknowledged
+    (the sender keeps the message), while flag changes, answered at COMMIT,
+    are unaffected."""
+    box = maildir_store.mailboxes(ALICE)
+    (uid,) = [(await box.append(INBOX, MSG)).uid]
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(writer_module.os, "fsync", fsync)
+    with pytest.raises(StoreError) as failed:
+        await maildir_store.deliver(MSG, [Recipient(ALICE)])
+    assert failed.value.code == "UNAVAILABLE"
+    updated = await box.store(INBOX, [uid], [SEEN], StoreMode.ADD)
+    assert updated.updated[0].flags == {SEEN}
+    monkeypatch.undo()
+    # Once the disk is back, deliveries are acknowledged again.
+    assert await maildir_store.deliver(MSG, [Recipient(ALICE)])
+
+
+async def test_expunged_files_go_only_after_the_wal_is_on_disk(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXPUNGE is answered at COMMIT; its files are unlinked after the next WAL fsync.
+
+    Unlinking first would let a power cut that undoes the (not yet fsynced)
+    removal leave index rows whose files are gone.
+    """
+    box = maildir_store.mailboxes(ALICE)
+    uid = (await box.append(INBOX, MSG)).uid
+    await box.store(INBOX, [uid], [DELETED], StoreMode.ADD)
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            events.append("wal fsync")
+        real_fsync(fd)
+
+    unlink = jobs_module.files.unlink_quietly
+
+    def spy_unlink(path: str) -> None:
+        events.append("unlink")
+        unlink(path)
+
+    monkeypatch.setattr(writer_module.os, "fsync", fsync)
+    monkeypatch.setattr(jobs_module.files, "unlink_quietly", spy_unlink)
+    assert await box.expunge(INBOX) == [uid]
+    for _ in range(200):
+        if "unlink" in events:
+            break
+        await asyncio.sleep(0.01)
+    assert "unlink" in events
+    assert "wal fsync" in events[: events.index("unlink")]
+    root = maildir(maildir_store)
+    assert listing(root, "cur") == [] and listing(root, "new") == []
