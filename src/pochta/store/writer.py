@@ -202,6 +202,7 @@ class Writer:
         #: batch, or the loop's thread for a small job (see ``submit``).
         self._conn: sqlite3.Connection | None = None
         self._conn_lock = threading.Lock()
+        self._loop_thread = 0
         self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -218,6 +219,7 @@ class Writer:
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._ready = loop.create_future()
         self._stopped = loop.create_future()
         self._thread = threading.Thread(target=self._run, name="pochta-store-writer", daemon=True)
@@ -440,12 +442,16 @@ class Writer:
             by_loop.setdefault(it.loop, []).append(it)
         if notices and self._loop is not None:
             by_loop.setdefault(self._loop, [])
+        here = threading.get_ident()
         for loop, items in by_loop.items():
             settle = [(it.future, it.result, it.error) for it in items]
+            published = notices if loop is self._loop else []
             try:
-                loop.call_soon_threadsafe(
-                    self._on_loop, notices if loop is self._loop else [], settle
-                )
+                if loop is self._loop and here == self._loop_thread:
+                    # A job run inline (``_inline``): no self-pipe wake-up needed.
+                    loop.call_soon(self._on_loop, published, settle)
+                else:
+                    loop.call_soon_threadsafe(self._on_loop, published, settle)
             except RuntimeError:  # the caller's loop is closed; nobody is listening
                 pass
 
@@ -466,16 +472,22 @@ class Writer:
     def _apply_all(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Item]:
         """Apply each job under a savepoint; return those that succeeded."""
         done: list[_Item] = []
+        # A job alone in its batch needs no savepoint: if it fails, nothing
+        # is done and the caller rolls the whole transaction back.
+        solo = len(batch) == 1
         for it in batch:
             if it.error is not None:
                 continue
             tx = Tx(conn)
-            conn.execute("SAVEPOINT job")
+            if not solo:
+                conn.execute("SAVEPOINT job")
             try:
                 it.result = it.job.apply(tx)
             except BaseException as exc:
                 it.error = storage_error(exc)
                 tx.rollback_files()
+                if solo:
+                    continue  # the caller rolls back: nothing of the batch is done
                 if conn.in_transaction:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -484,7 +496,8 @@ class Writer:
                     conn.execute("BEGIN IMMEDIATE")
                     done = []
             else:
-                conn.execute("RELEASE job")
+                if not solo:
+                    conn.execute("RELEASE job")
                 it.tx = tx
                 done.append(it)
         return done
