@@ -33,24 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.dnsserver import DNSTestServer  # noqa: E402
+from tests.integration.hosts import free_port_on as free_port  # noqa: E402
 
 POCHTA = ROOT / ".venv" / "bin" / "pochta"
 USERS = [f"user{i}@two.test" for i in range(10)]
-
-
-def free_port(*hosts: str) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise SystemExit("no free port")
 
 
 def setup(
