@@ -393,3 +393,23 @@ def test_any_signature_field_gives_verdicts_never_an_exception(value: str, recor
     found = asyncio.run(verify_dkim(resolver, message))
     assert len(found) == 1
     assert found[0].result in {"pass", "fail", "neutral", "permerror", "temperror", "policy"}
+
+
+async def test_openssl_rsa_signature_is_dkimpys_byte_for_byte(keys: list[DKIMKey]) -> None:
+    # PKCS#1 v1.5 is deterministic: the fast path must give the very bytes
+    # dkimpy's own (pure Python) RSA gives, for SHA-256 and SHA-1 digests.
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from pochta.mailauth import dkim as ours
+
+    rsa_key = next(k for k in keys if k.algorithm == "rsa-sha256")
+    parsed = parse_pem_private_key(rsa_key.private_key)
+    for name in ("sha256", "sha1"):
+        digest = hashlib.new(name, b"the header hash input")
+        fast = ours._openssl_rsa_sign(digest, parsed)
+        slow = ours.PURE_PYTHON_RSA_SIGN(hashlib.new(name, b"the header hash input"), parsed)
+        assert bytes(fast) == bytes(slow)
+    # And the signer really uses it.
+    assert dkimpy.RSASSA_PKCS1_v1_5_sign is ours._openssl_rsa_sign
