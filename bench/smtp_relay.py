@@ -40,7 +40,14 @@ USERS = [f"user{i}@two.test" for i in range(10)]
 
 
 def setup(
-    root: Path, domain: str, ip: str, port: int, sub: int, dns: str, users: list[str]
+    root: Path,
+    domain: str,
+    ip: str,
+    port: int,
+    sub: int,
+    dns: str,
+    users: list[str],
+    sign: bool = True,
 ) -> Path:
     root.mkdir(parents=True)
     subprocess.run(
@@ -59,6 +66,8 @@ def setup(
     text = text.replace("nameservers = []", f'nameservers = ["{dns}"]')
     text = text.replace("smtp_port = 25", f"smtp_port = {port}")
     text = text.replace('hostname = "localhost"', f'hostname = "mail.{domain}"')
+    if not sign:
+        text = text.replace("sign = true", "sign = false", 1)
     text += "\n[limits]\nmessages_per_hour = 1000000\nrecipients_per_hour = 1000000\n"
     config.write_text(text)
     for user in users[1:]:
@@ -113,6 +122,7 @@ def main() -> None:
     ap.add_argument("--per-connection", type=int, default=20)
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--no-dkim", action="store_true", help="server A does not DKIM-sign")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pochta-relay-"))
@@ -130,7 +140,7 @@ def main() -> None:
         # caches them instead of asking for every message.
         with DNSTestServer(zones, ttl=300) as dns:
             a = setup(work / "a", "one.test", "127.0.0.2", port, sub_a, dns.hostport,
-                      ["alice@one.test"])  # fmt: skip
+                      ["alice@one.test"], sign=not args.no_dkim)  # fmt: skip
             b = setup(work / "b", "two.test", "127.0.0.3", port, sub_b, dns.hostport, USERS)
             procs.append(serve(a, "127.0.0.2", sub_a))
             procs.append(serve(b, "127.0.0.3", sub_b))
