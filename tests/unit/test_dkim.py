@@ -413,3 +413,17 @@ async def test_openssl_rsa_signature_is_dkimpys_byte_for_byte(keys: list[DKIMKey
         assert bytes(fast) == bytes(slow)
     # And the signer really uses it.
     assert dkimpy.RSASSA_PKCS1_v1_5_sign is ours._openssl_rsa_sign
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"a", b" ", b"  ", b"\t", b"\r\n", b"x y", b" \r\n", b"\r\n\r\n"]),
+        max_size=40,
+    )
+)
+def test_relaxed_body_shortcut_equals_dkimpys(pieces: list[bytes]) -> None:
+    from pochta.mailauth import dkim as ours
+
+    body = b"".join(pieces)
+    assert ours._relaxed_body(body) == bytes(ours.PURE_RELAXED_BODY(body))

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dkim
+import dkim.canonicalization as dkimpy_canon
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
@@ -179,6 +180,26 @@ PURE_PYTHON_RSA_SIGN = dkim.RSASSA_PKCS1_v1_5_sign
 # two keys, so remember the parsed ones.
 dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
 dkim.parse_pem_private_key = functools.lru_cache(maxsize=64)(dkim.parse_pem_private_key)
+
+#: dkimpy's relaxed body canonicalization (RFC 6376 §3.4.4), kept for the test.
+PURE_RELAXED_BODY = dkimpy_canon.Relaxed.canonicalize_body
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 §3.4.4 relaxed body canonicalization, skipping the regexes when idle.
+
+    dkimpy runs two regular expressions over the whole body for every
+    signature made or checked (~0.17 ms for 5 KB). They change nothing when
+    the body has no tab, no run of spaces and no space before a line end --
+    most mail -- and three searches say so; then only the trailing empty
+    lines are dealt with, exactly as dkimpy does.
+    """
+    if b"\t" in body or b"  " in body or b" \r\n" in body:
+        return bytes(PURE_RELAXED_BODY(body))
+    return bytes(dkimpy_canon.correct_empty_body(dkimpy_canon.strip_trailing_lines(body)))
+
+
+dkimpy_canon.Relaxed.canonicalize_body = staticmethod(_relaxed_body)
 
 
 def _sign_sync(message: bytes, keys: Sequence[DKIMKey]) -> bytes:
