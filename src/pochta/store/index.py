@@ -190,7 +190,19 @@ def require_mailbox(conn: sqlite3.Connection, user_id: int, name: str) -> Mailbo
     return row
 
 
+_USER_MAILBOX = (
+    "SELECT "
+    + ", ".join(f"m.{c.strip()}" for c in _MAILBOX_COLUMNS.split(","))
+    + " FROM mailboxes m JOIN users u ON m.user_id = u.id WHERE u.name = ? AND m.name = ?"
+)
+
+
 def user_mailbox(conn: sqlite3.Connection, user: str, name: str) -> MailboxRow:
+    # One statement for the common case (nearly every store call makes it);
+    # the two lookups only to say which of the two is missing.
+    row = conn.execute(_USER_MAILBOX, (user, name)).fetchone()
+    if row is not None:
+        return _mailbox_row(row)
     return require_mailbox(conn, require_user(conn, user), name)
 
 
