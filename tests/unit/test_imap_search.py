@@ -488,3 +488,31 @@ def test_flag_searches_are_fast() -> None:
     expected = [v for v in views if v.uid >= 100 and not v.flags & {"\\Seen", "\\Deleted"}]
     assert not undecided and matched == expected
     assert elapsed < 1.0, elapsed
+
+
+def test_search_views_are_renumbered_in_place_after_an_expunge() -> None:
+    """The session's cached SEARCH views survive an expunge before them:
+    renumbered, the same objects, their loaded meta kept."""
+    import dataclasses
+
+    from pochta.imap.selected import Selected
+
+    when = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    view = Selected("INBOX", False, 7, 1)
+    for uid in (10, 11, 12):
+        view.uids.append(uid)
+        view.info[uid] = MessageInfo(uid, frozenset(), 1, 100, when)
+    first = view.search_messages()
+    assert [(m.seq, m.uid) for m in first] == [(1, 10), (2, 11), (3, 12)]
+    meta = analyze(b"Subject: kept\r\n\r\nbody\r\n")
+    view.remember([dataclasses.replace(first[2], meta=meta)])
+    # UID 10 is expunged; UID 11 is re-flagged (a new row object).
+    view.uids.remove(10)
+    del view.info[10]
+    view.info[11] = MessageInfo(11, frozenset({"\\Seen"}), 2, 100, when)
+    second = view.search_messages()
+    assert [(m.seq, m.uid, m.flags) for m in second] == [
+        (1, 11, frozenset({"\\Seen"})),
+        (2, 12, frozenset()),
+    ]
+    assert second[1].meta is meta  # renumbered, meta kept

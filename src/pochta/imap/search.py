@@ -107,9 +107,12 @@ class Need(enum.Flag):
     DATA = enum.auto()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SearchMessage:
     """What a search sees of one message.
+
+    Not frozen: a session renumbers its cached views in place after an
+    expunge (``Selected.search_messages``) instead of rebuilding them all.
 
     The index row (``seq`` .. ``internal_date``, an aware datetime) is always
     present; ``meta`` and ``data`` are filled in by the loader when

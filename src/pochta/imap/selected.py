@@ -131,14 +131,17 @@ class Selected:
             meta = None
             if known is not None:
                 # The same row loaded again (a new SELECT of this mailbox) is
-                # equal by value: the view holds, with its loaded meta.
-                if known[1].seq == seq and (known[0] is row or known[0] == row):
+                # equal by value: the view holds, with its loaded meta; an
+                # expunge before it only renumbers it.
+                if known[0] is row or known[0] == row:
+                    view = known[1]
+                    if view.seq != seq:
+                        view.seq = seq
                     if known[0] is not row:
-                        cache[uid] = (row, known[1])
-                    out.append(known[1])
+                        cache[uid] = (row, view)
+                    out.append(view)
                     continue
-                # A flag change or a renumbering (an expunge before it): the
-                # message itself, and so its meta, is the same.
+                # A flag change: the message itself, and so its meta, is the same.
                 meta = known[1].meta
             message = SearchMessage.from_info(seq, row, meta)
             cache[uid] = (row, message)
