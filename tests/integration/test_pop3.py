@@ -251,6 +251,17 @@ async def _watch(pop: Pop3Server):  # type: ignore[no-untyped-def]
     return pop.server.store.mailboxes(ALICE).watch()
 
 
+def test_the_same_message_can_be_retrieved_again(pop: Pop3Server, connect: Connect) -> None:
+    # A client retrying after a timeout asks again; the read-ahead must not
+    # have given the bytes away with the first answer.
+    client = connect(login=ALICE)
+    assert retr(client, 1) == MSG1
+    assert retr(client, 2) == MSG2
+    assert retr(client, 1) == MSG1
+    assert retr(client, 2) == MSG2
+    assert client.quit().startswith(b"+OK")
+
+
 def test_pop3s_with_sasl_plain(pop: Pop3Server, connect: Connect) -> None:
     client = connect("pop3s")
     assert "STLS" not in client.capa()

@@ -41,7 +41,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from pochta.store.interface import INBOX, Mailboxes, MessageNotFound
+from pochta.store.interface import INBOX, Mailboxes, MessageNotFound, StoreError
 
 #: Octets read ahead at most, and messages per read-ahead batch (``Maildrop.retr``).
 PREFETCH_MAX = 1 << 20
@@ -227,16 +227,25 @@ class Maildrop:
         uid = self.uids[self.check(number)]
         while self._batches and uid not in self._batches[0].uids:
             self._batches.popleft().task.cancel()
+        data: bytes | None = None
         if self._batches:
             batch = self._batches[0]
-            data = (await batch.task).pop(uid, None)
-            if data is None:
-                raise MessageNotFound(f"no message with UID {uid}")
-            # Halfway through a batch, start the next one, so that it is
-            # read by the time the client gets there.
-            if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
-                self._read_ahead(batch.after)
-        else:
+            try:
+                # get, not pop: a client may RETR the same message again
+                # (the batch is dropped once it moves past it).
+                data = (await batch.task).get(uid)
+            except StoreError:
+                # A read-ahead that failed is not the last word: drop it and
+                # read this message directly (which reports its own error).
+                self._batches.popleft()
+            else:
+                if data is None:
+                    raise MessageNotFound(f"no message with UID {uid}")
+                # Halfway through a batch, start the next one, so that it is
+                # read by the time the client gets there.
+                if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
+                    self._read_ahead(batch.after)
+        if data is None:
             data = await self.mailboxes.read(INBOX, uid)
             self._read_ahead(number + 1)
         return dot_stuff(data, head)
@@ -259,7 +268,7 @@ class Maildrop:
             return None
         if batch.task.exception() is not None:
             return None
-        data = batch.task.result().pop(uid, None)
+        data = batch.task.result().get(uid)
         if data is None:
             return None
         if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
