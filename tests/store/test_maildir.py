@@ -511,3 +511,23 @@ async def test_expunged_files_go_only_after_the_wal_is_on_disk(
     assert "wal fsync" in events[: events.index("unlink")]
     root = maildir(maildir_store)
     assert listing(root, "cur") == [] and listing(root, "new") == []
+
+
+async def test_unreadable_file_is_a_store_error(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files are read on the caller's thread; an OS error still
+    arrives as StoreError UNAVAILABLE, as from the reader threads."""
+    from pochta.store import maildir as maildir_module
+
+    box = maildir_store.mailboxes(ALICE)
+    uid = (await box.append(INBOX, MSG)).uid
+
+    def denied(path: str) -> bytes:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(maildir_module, "_slurp", denied)
+    for read in (lambda: box.read(INBOX, uid), lambda: box.read_many(INBOX, [uid])):
+        with pytest.raises(StoreError) as failed:
+            await read()
+        assert failed.value.code == "UNAVAILABLE"
