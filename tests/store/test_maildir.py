@@ -531,3 +531,25 @@ async def test_unreadable_file_is_a_store_error(
         with pytest.raises(StoreError) as failed:
             await read()
         assert failed.value.code == "UNAVAILABLE"
+
+
+async def test_another_process_holding_the_write_lock_never_stalls_the_loop(
+    maildir_store: MaildirStore,
+) -> None:
+    """A small STORE runs on the loop's thread only if it can take the write
+    lock at once; held elsewhere (the CLI), the writer thread waits instead."""
+    box = maildir_store.mailboxes(ALICE)
+    uid = (await box.append(INBOX, MSG)).uid
+    other = sqlite3.connect(str(maildir_store.data_dir / "index.sqlite"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    loop = asyncio.get_running_loop()
+    try:
+        task = asyncio.create_task(box.store(INBOX, [uid], [SEEN], StoreMode.ADD))
+        start = loop.time()
+        await asyncio.sleep(0.3)  # the loop turns: nothing waits on its thread
+        assert loop.time() - start < 0.6
+        assert not task.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert (await asyncio.wait_for(task, 10)).updated[0].flags == {SEEN}

@@ -62,6 +62,12 @@ from pochta.store.interface import Notice, StoreError
 
 log = logging.getLogger("pochta.store")
 
+#: How long the writer waits for another process's write lock (index.connect's timeout).
+BUSY_TIMEOUT_MS = 30_000
+#: The writer checkpoints the WAL once it is this large (SQLite's default
+#: automatic checkpoint is at 1,000 pages, ~4 MiB).
+CHECKPOINT_AT = 4 * 1024 * 1024
+
 T = TypeVar("T")
 
 
@@ -272,9 +278,21 @@ class Writer:
         if conn is None or not self._queue.empty() or not self._conn_lock.acquire(blocking=False):
             return False
         try:
-            if self._conn is None:  # closed while we waited
+            if self._conn is None or self._syncer is None:  # closed while we waited
                 return False
-            self._guarded_batch(conn, [item])
+            if os.stat(self._syncer.path).st_size >= CHECKPOINT_AT:
+                return False  # the writer thread commits it, then checkpoints
+            # Another process (the CLI) may hold the database's write lock:
+            # never wait for it here, where waiting would stall every
+            # session; the writer thread waits instead.
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._guarded_batch(conn, [item], begun=True)
         finally:
             self._conn_lock.release()
         return True
@@ -290,6 +308,7 @@ class Writer:
             conn = self._connect()
             # Durability comes from _WalSync's fsync, not from the COMMIT.
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _maybe_checkpoint
             syncer = self._syncer = _WalSync(_wal_path(conn), self._hand_over, self._janitor)
             self._conn = conn
         except BaseException as exc:
@@ -351,10 +370,27 @@ class Writer:
             if batch:
                 with self._conn_lock:
                     self._guarded_batch(conn, batch)
+                    self._maybe_checkpoint(conn)
 
-    def _guarded_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+    def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL back into the database once it has grown, here on the
+        writer thread: SQLite's automatic checkpoint (off on this connection)
+        would run in whichever COMMIT crossed the limit -- possibly a small
+        job's on the event loop -- with its two fsyncs."""
+        if self._syncer is None:
+            return
         try:
-            self._run_batch(conn, batch)
+            if os.stat(self._syncer.path).st_size < CHECKPOINT_AT:
+                return
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("store: WAL checkpoint failed: %s", exc)
+
+    def _guarded_batch(
+        self, conn: sqlite3.Connection, batch: list[_Item], *, begun: bool = False
+    ) -> None:
+        try:
+            self._run_batch(conn, batch, begun=begun)
         except BaseException as exc:  # a bug here must not kill the writer
             log.exception("store: batch failed")
             for it in batch:
@@ -381,13 +417,17 @@ class Writer:
             for _ in self._syncers.map(fsync_dir, work):
                 pass
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[_Item], *, begun: bool = False
+    ) -> None:
+        """Apply and commit ``batch``; ``begun``: its transaction is already open."""
         self.batches += 1
         self.jobs += len(batch)
         done: list[_Item] = []
         durable = any(it.job.durable for it in batch)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not begun:
+                conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for it in batch:
                 it.error = it.error or storage_error(exc)
@@ -553,7 +593,7 @@ class _WalSync:
         hand_over: Callable[[list[_Item], list[tuple[str, Notice]]], None],
         janitor: ThreadPoolExecutor,
     ) -> None:
-        self._path = path
+        self.path = path
         self._hand_over = hand_over
         self._janitor = janitor
         self._fd: int | None = None
@@ -622,12 +662,12 @@ class _WalSync:
         """fsync the WAL file, reopening it if SQLite replaced it since."""
         if self._fd is not None:
             try:
-                replaced = os.fstat(self._fd).st_ino != os.stat(self._path).st_ino
+                replaced = os.fstat(self._fd).st_ino != os.stat(self.path).st_ino
             except FileNotFoundError:
                 replaced = True
             if replaced:
                 os.close(self._fd)
                 self._fd = None
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         os.fsync(self._fd)
