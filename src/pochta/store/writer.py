@@ -322,8 +322,10 @@ class Writer:
         try:
             self._serve(conn)
         finally:
+            self._accepting = False  # also if _serve died of a bug
             # Every durable job is answered before the connection closes.
             syncer.stop()
+            self._fail_leftovers()
             self.syncs = syncer.syncs
             with self._conn_lock:
                 self._conn = None
@@ -337,6 +339,22 @@ class Writer:
                 except Exception:
                     log.exception("store: shutdown hook failed")
             self._signal(self._stopped, None)
+
+    def _fail_leftovers(self) -> None:
+        """Answer jobs still queued when the writer ended (only after a bug)."""
+        leftover: list[_Item] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftover.append(item)
+        if leftover:
+            error = StoreError("the store is closed", code="UNAVAILABLE")
+            for it in leftover:
+                it.result, it.error = None, error
+            self._hand_over(leftover, [])
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         stopping = False
@@ -602,6 +620,12 @@ class _WalSync:
         ] = queue.SimpleQueue()
         #: fsyncs done (each covers one or more batches).
         self.syncs = 0
+        self._stopped = False
+        #: Set by the first failed fsync, for good: Linux may report a lost
+        #: write-back once and then call the pages clean, so a later fsync
+        #: that succeeds proves nothing about the frames before it
+        #: (PostgreSQL's "fsyncgate"). Durable writes fail until a restart.
+        self._broken: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pochta-store-syncer", daemon=True)
         self._thread.start()
 
@@ -611,12 +635,19 @@ class _WalSync:
         notices: list[tuple[str, Notice]],
         later: list[Callable[[], object]],
     ) -> None:
+        if self._stopped:  # never left unanswered
+            error = StoreError("the store is closing", code="UNAVAILABLE")
+            for it in items:
+                it.result, it.error = None, error
+            self._hand_over(items, notices)
+            return
         self._queue.put((items, notices, later))
 
     def stop(self) -> None:
         """Answer everything submitted, then end the thread."""
         self._queue.put(None)
         self._thread.join()
+        self._stopped = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -637,20 +668,28 @@ class _WalSync:
                     stopping = True
                     break
                 groups.append(more)
-            error: BaseException | None = None
-            try:
-                self._fsync()
-                self.syncs += 1
-            except OSError as exc:
-                log.error("store: fsync of the index WAL failed: %s", exc)
-                error = storage_error(exc)
+            error = self._broken
+            if error is None:
+                try:
+                    self._fsync()
+                    self.syncs += 1
+                except OSError as exc:
+                    log.error(
+                        "store: fsync of the index WAL failed: %s; new mail is refused"
+                        " (senders retry) until the server restarts",
+                        exc,
+                    )
+                    error = self._broken = storage_error(exc)
             items = [it for group in groups for it in group[0]]
             notices = [n for group in groups for n in group[1]]
             later = [a for group in groups for a in group[2]]
             if error is not None:
+                # The changes are committed and visible, so watchers still
+                # hear of them; but nobody is told they are safe, and no
+                # file goes whose removal might not be on disk.
                 for it in items:
                     it.result, it.error = None, error
-                notices, later = [], []
+                later = []
             try:
                 self._hand_over(items, notices)
             except Exception:
