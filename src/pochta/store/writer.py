@@ -64,9 +64,11 @@ log = logging.getLogger("pochta.store")
 
 #: How long the writer waits for another process's write lock (index.connect's timeout).
 BUSY_TIMEOUT_MS = 30_000
-#: The writer checkpoints the WAL once it is this large (SQLite's default
-#: automatic checkpoint is at 1,000 pages, ~4 MiB).
-CHECKPOINT_AT = 4 * 1024 * 1024
+#: The writer checkpoints the WAL after this many COMMITs (a few pages
+#: each: near SQLite's automatic checkpoint at 1,000 pages). Not by the
+#: file's size: SQLite reuses the WAL file from its start without
+#: shrinking it.
+CHECKPOINT_EVERY = 500
 
 T = TypeVar("T")
 
@@ -209,6 +211,8 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._conn_lock = threading.Lock()
         self._loop_thread = 0
+        #: COMMITs since the last checkpoint (guarded by _conn_lock).
+        self._since_checkpoint = 0
         self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -280,7 +284,7 @@ class Writer:
         try:
             if self._conn is None or self._syncer is None:  # closed while we waited
                 return False
-            if os.stat(self._syncer.path).st_size >= CHECKPOINT_AT:
+            if self._since_checkpoint >= CHECKPOINT_EVERY:
                 return False  # the writer thread commits it, then checkpoints
             # Another process (the CLI) may hold the database's write lock:
             # never wait for it here, where waiting would stall every
@@ -395,13 +399,12 @@ class Writer:
         writer thread: SQLite's automatic checkpoint (off on this connection)
         would run in whichever COMMIT crossed the limit -- possibly a small
         job's on the event loop -- with its two fsyncs."""
-        if self._syncer is None:
+        if self._since_checkpoint < CHECKPOINT_EVERY:
             return
+        self._since_checkpoint = 0
         try:
-            if os.stat(self._syncer.path).st_size < CHECKPOINT_AT:
-                return
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             log.warning("store: WAL checkpoint failed: %s", exc)
 
     def _guarded_batch(
@@ -569,6 +572,7 @@ class Writer:
                 self._fsync_dirs(dirs)
             conn.execute("COMMIT")
             self.commits += 1
+            self._since_checkpoint += 1
         except BaseException as exc:
             if conn.in_transaction:
                 try:
