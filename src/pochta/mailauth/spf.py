@@ -532,6 +532,10 @@ class _Evaluation:
         text: str | None = None
         if outcome.exp is not None:
             text = await self._exp_text(outcome.exp, values)
+            # An empty explanation (an empty TXT record, or nothing printable
+            # in it) explains nothing: use the default, as without exp=.
+            if text is not None and not _clean(text[:MAX_EXPLANATION]):
+                text = None
         if text is None:
             try:
                 template = parse_explain_string(default)
