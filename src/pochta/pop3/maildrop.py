@@ -231,20 +231,15 @@ class Maildrop:
         if self._batches:
             batch = self._batches[0]
             try:
-                # get, not pop: a client may RETR the same message again
-                # (the batch is dropped once it moves past it).
-                data = (await batch.task).get(uid)
+                await batch.task
             except StoreError:
                 # A read-ahead that failed is not the last word: drop it and
                 # read this message directly (which reports its own error).
                 self._batches.popleft()
             else:
+                data = self._take(batch, uid)
                 if data is None:
                     raise MessageNotFound(f"no message with UID {uid}")
-                # Halfway through a batch, start the next one, so that it is
-                # read by the time the client gets there.
-                if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
-                    self._read_ahead(batch.after)
         if data is None:
             data = await self.mailboxes.read(INBOX, uid)
             self._read_ahead(number + 1)
@@ -268,12 +263,21 @@ class Maildrop:
             return None
         if batch.task.exception() is not None:
             return None
+        data = self._take(batch, uid)
+        return None if data is None else dot_stuff(data, head)
+
+    def _take(self, batch: _Batch, uid: int) -> bytes | None:
+        """``uid``'s bytes from the read ``batch`` (None if the store had none).
+
+        Kept there, not popped: a client may RETR the same message again;
+        the batch goes once the client moves past it. Halfway through a
+        batch the next one starts, so that it is read by the time the
+        client gets there.
+        """
         data = batch.task.result().get(uid)
-        if data is None:
-            return None
         if len(self._batches) == 1 and uid in batch.uids[len(batch.uids) // 2 :]:
             self._read_ahead(batch.after)
-        return dot_stuff(data, head)
+        return data
 
     def _read_ahead(self, number: int) -> None:
         """Start reading the next batch of live messages from ``number`` on."""

@@ -8,12 +8,12 @@ the final delivery adds it).
 An alias may also name remote addresses (``pochta.smtp.forward``). Their
 copy goes back into the queue as a new message for those addresses, with
 the original reverse-path, so that a colleague's mail to a forwarding alias
-reaches the outside address just as mail from the Internet does. That
-recipient's outcome here is then "relayed" (RFC 3464 §2.3.3 action), and a
-later failure bounces from the new queue entry. The copy is not ARC-sealed:
-mail submitted here carries our own DKIM signature, which forwarding does
-not break. A message already through :data:`MAX_RECEIVED` hops is refused
-as a routing loop (RFC 5321 §6.3) instead of going round again.
+reaches the outside address just as mail from the Internet does. The
+alias's outcome here is then delivered (250, "Forwarded as <queue id>"),
+and a later failure bounces from the new queue entry. The copy is not
+ARC-sealed: mail submitted here carries our own DKIM signature, which
+forwarding does not break. A message that has been through too many hops
+is refused as a routing loop (RFC 5321 §6.3) instead of going round again.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pochta.accounts import Accounts
 from pochta.queue.outcome import Outcome
-from pochta.smtp.forward import MAX_RECEIVED, received_count
+from pochta.smtp.forward import ROUTING_LOOP, looping
 from pochta.smtp.policy import return_path_header
 from pochta.store.deliver import deliver_to_users
 from pochta.store.interface import Store
@@ -47,8 +47,9 @@ class LocalDeliverer:
         outcomes: dict[str, Outcome] = {}
         users: dict[str, None] = {}
         accepted: list[str] = []
-        # Remote alias target -> the local recipients that reached it.
-        remote: dict[str, list[str]] = {}
+        # Remote alias targets (each once), and the recipients that reach them.
+        remote: dict[str, None] = {}
+        forwarding: list[str] = []
         for rcpt in rcpts:
             resolution = self.accounts.resolve(rcpt)
             targets = resolution.remote if self.forward is not None else ()
@@ -59,8 +60,9 @@ class LocalDeliverer:
                 accepted.append(rcpt)
             for user in resolution.users:
                 users[user] = None
-            for target in targets:
-                remote.setdefault(target, []).append(rcpt)
+            if targets:
+                forwarding.append(rcpt)
+            remote.update(dict.fromkeys(targets))
         if users:
             message = return_path_header(mail_from) + data
             try:
@@ -72,21 +74,18 @@ class LocalDeliverer:
                 outcomes[rcpt] = result
         if remote:
             forwarded = await self._forward(mail_from, list(remote), data)
-            for target, via in remote.items():
-                for rcpt in via:
-                    # A recipient with local users too gets the worse of the
-                    # two outcomes: a retry then redoes both (a duplicate,
-                    # never a loss).
-                    if rcpt not in outcomes or forwarded.code > outcomes[rcpt].code:
-                        outcomes[rcpt] = forwarded
-                    log.debug("rcpt=<%s> forwards to <%s>: %s", rcpt, target, forwarded.code)
+            for rcpt in forwarding:
+                # A recipient with local users too gets the worse of the two
+                # outcomes: a retry then redoes both (a duplicate, never a loss).
+                if rcpt not in outcomes or forwarded.code > outcomes[rcpt].code:
+                    outcomes[rcpt] = forwarded
         return outcomes
 
     async def _forward(self, mail_from: str, targets: list[str], data: bytes) -> Outcome:
         """Queue one copy of ``data`` for every remote target; the outcome for their aliases."""
         assert self.forward is not None
-        if received_count(data) + 1 >= MAX_RECEIVED:
-            return Outcome(554, "5.4.6", "Routing loop detected: too many Received fields")
+        if looping(data):
+            return Outcome(ROUTING_LOOP.code, ROUTING_LOOP.enhanced, ROUTING_LOOP.text)
         try:
             qid = await self.forward(mail_from, targets, data)
         except Exception as exc:

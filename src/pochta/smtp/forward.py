@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from pochta.mailauth.keys import DKIMKeyStore
     from pochta.queue.runner import QueueRunner
 
-__all__ = ["MAX_RECEIVED", "ROUTING_LOOP", "Forwarder", "received_count"]
+__all__ = ["MAX_RECEIVED", "ROUTING_LOOP", "Forwarder", "looping", "received_count"]
 
 log = logging.getLogger("pochta.smtp.forward")
 
@@ -81,6 +81,12 @@ def received_count(message: bytes) -> int:
     end = message.find(b"\r\n\r\n")
     head = message if end < 0 else message[: end + 2]
     return len(_RECEIVED.findall(head))
+
+
+def looping(message: bytes) -> bool:
+    """``message`` (without our Received) has been through too many hops to
+    be forwarded once more: the copy we would send would carry MAX_RECEIVED."""
+    return received_count(message) + 1 >= MAX_RECEIVED
 
 
 class Forwarder:

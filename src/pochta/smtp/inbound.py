@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from pochta.accounts import AddressError, parse_address
 from pochta.smtp import codes
-from pochta.smtp.forward import MAX_RECEIVED, ROUTING_LOOP, Forwarder, received_count
+from pochta.smtp.forward import ROUTING_LOOP, Forwarder, looping
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
@@ -158,7 +158,7 @@ class InboundHandler(BaseHandler):
         if refusal is not None:
             return str(refusal)
         targets = self._forward_targets(envelope)
-        if targets and received_count(data) + 1 >= MAX_RECEIVED:
+        if targets and looping(data):
             # RFC 5321 §6.3: a message that has been through this many hops
             # is looping (perhaps through a remote target forwarding back).
             log.warning("from=<%s> refused: routing loop (Received fields)", envelope.mail_from)

@@ -248,10 +248,6 @@ def info_rows(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[Any
     return rows
 
 
-def message_infos(conn: sqlite3.Connection, box_id: int, since: int = 0) -> list[MessageInfo]:
-    return [message_info(r) for r in info_rows(conn, box_id, since)]
-
-
 def vanished(conn: sqlite3.Connection, box_id: int, since: int) -> list[int]:
     # Sorted here, not by ORDER BY: with it SQLite walks the primary key to
     # avoid a sort -- every tombstone of the mailbox -- instead of the few
@@ -275,13 +271,6 @@ def metas(conn: sqlite3.Connection, box_id: int, uids: Iterable[int]) -> list[tu
         f"SELECT uid, meta FROM messages WHERE mailbox_id = ? AND {IN_UIDS}",
         (box_id, uid_list(uids)),
     ).fetchall()
-
-
-def message_path(conn: sqlite3.Connection, box_id: int, uid: int) -> str | None:
-    row = conn.execute(
-        "SELECT path FROM messages WHERE mailbox_id = ? AND uid = ?", (box_id, uid)
-    ).fetchone()
-    return None if row is None else str(row[0])
 
 
 # Changes (writer connection only, inside its transaction) ---------------------

@@ -217,6 +217,16 @@ class MaildirStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
+    async def _files(self, fn: Callable[..., T], *args: Any, inline: bool) -> T:
+        """File work ``fn(*args)``: on this thread if ``inline``, else a reader
+        thread; OS errors become ``StoreError`` UNAVAILABLE (RFC 5530) either way."""
+        if not inline:
+            return await self._read(lambda _conn: fn(*args))
+        try:
+            return fn(*args)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+
     def _run_read(self, fn: Read[T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
         try:
@@ -419,9 +429,7 @@ class MaildirMailboxes:
             return data
 
         folder, rel, size = await self._store._read(locate, inline=True)
-        if size <= INLINE_FILE:
-            return _inline_io(load, folder, rel)
-        return await self._store._read(lambda _conn: load(folder, rel))
+        return await self._store._files(load, folder, rel, inline=size <= INLINE_FILE)
 
     async def read_many(self, name: str, uids: Sequence[int]) -> dict[int, bytes]:
         name, user, layout = names.normalize(name), self._user, self._layout
@@ -445,9 +453,8 @@ class MaildirMailboxes:
         folder, rows = await self._store._read(locate, inline=True)
         # POP3's read-ahead asks for up to 1 MiB: read on the loop thread
         # (measured: 1,600 -> 1,700 msg/s downloaded, no thread hand-off).
-        if sum(r[2] for r in rows) <= 4 * INLINE_FILE:
-            return _inline_io(load, folder, rows)
-        return await self._store._read(lambda _conn: load(folder, rows))
+        small = sum(r[2] for r in rows) <= 4 * INLINE_FILE
+        return await self._store._files(load, folder, rows, inline=small)
 
     async def store(
         self,
@@ -521,15 +528,6 @@ def _read_file(folder: str, rel: str) -> bytes | None:
                 return None
             rel = found
     return None
-
-
-def _inline_io(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the calling thread, with OS errors reported as the
-    reader threads report them (``StoreError``, RFC 5530 UNAVAILABLE)."""
-    try:
-        return fn(*args)
-    except OSError as exc:
-        raise storage_error(exc) from exc
 
 
 def _slurp(path: str) -> bytes:
@@ -629,6 +627,7 @@ class InfoCache:
             if known is not None:
                 self._boxes.move_to_end(box)
         known = known or {}
+        counted = len(known)  # what the total holds for this mailbox now
         fresh: dict[int, tuple[tuple[Any, ...], MessageInfo]] = {} if complete else known
         out: list[MessageInfo] = []
         for row in rows:
@@ -644,7 +643,8 @@ class InfoCache:
             out.append(info)
         with self._lock:
             old = self._boxes.pop(box, None)
-            self._count -= len(old) if old is not None else 0
+            # ``fresh`` may be ``old`` itself, already grown: use its size before.
+            self._count -= 0 if old is None else counted if old is known else len(old)
             self._boxes[box] = fresh
             self._count += len(fresh)
             while self._count > self._size and len(self._boxes) > 1:

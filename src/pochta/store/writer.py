@@ -62,8 +62,6 @@ from pochta.store.interface import Notice, StoreError
 
 log = logging.getLogger("pochta.store")
 
-#: How long the writer waits for another process's write lock (index.connect's timeout).
-BUSY_TIMEOUT_MS = 30_000
 #: The writer checkpoints the WAL after this many COMMITs (a few pages
 #: each: near SQLite's automatic checkpoint at 1,000 pages). Not by the
 #: file's size: SQLite reuses the WAL file from its start without
@@ -211,6 +209,7 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._conn_lock = threading.Lock()
         self._loop_thread = 0
+        self._busy_ms = 0
         #: COMMITs since the last checkpoint (guarded by _conn_lock).
         self._since_checkpoint = 0
         self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
@@ -295,7 +294,7 @@ class Writer:
             except sqlite3.OperationalError:
                 return False
             finally:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self._guarded_batch(conn, [item], begun=True)
         finally:
             self._conn_lock.release()
@@ -315,6 +314,9 @@ class Writer:
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _maybe_checkpoint
             syncer = self._syncer = _WalSync(_wal_path(conn), self._hand_over, self._janitor)
             self._conn = conn
+            #: The connection's own wait for another process's write lock,
+            #: restored after an inline job's attempt without waiting.
+            self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         except BaseException as exc:
             self._helpers.shutdown()
             self._syncers.shutdown()
