@@ -147,7 +147,11 @@ def main() -> None:
             for i in range(args.messages):
                 client.append("INBOX", "", None, message(i))
             client.logout()
+        # Phase marks on stderr, for attaching a profiler to the right phase.
+        pid = proc.pid if proc else "-"
+        print(f"held mode starts (server pid {pid})", file=sys.stderr, flush=True)
         held = run_mode(port, users, args.seconds, per_cycle_login=False)
+        print("login mode starts", file=sys.stderr, flush=True)
         relog = run_mode(port, users, args.seconds, per_cycle_login=True)
         print(f"{args.c} clients, {args.messages} messages each, {args.seconds:.0f} s per mode")
         print(f"  sessions held open:        {held:8.0f} commands/s")

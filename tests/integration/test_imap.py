@@ -550,6 +550,64 @@ def test_expunge_not_sent_during_fetch(srv: ImapServer, connect: Connect) -> Non
     assert a.fetch("2", "(UID)")[1] == [b"2 (UID 3)"]
 
 
+def test_reselect_matches_a_fresh_select(
+    srv: ImapServer, raw: Callable[..., Raw], connect: Connect
+) -> None:
+    """A re-SELECT builds its view from the previous one and the changes
+    since; what the client sees must equal a new session's SELECT."""
+    for i in range(5):
+        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    a = raw()
+    a.send(b"s1 SELECT INBOX\r\n")
+    a.until(b"s1")
+    other = connect()
+    other.select("INBOX")
+    other.store("2", "+FLAGS", "\\Deleted")
+    other.expunge()  # uid 2 gone
+    a.send(b"f1 FETCH 1:* (UID)\r\n")  # a learns of it only as pending
+    assert not any(b"EXPUNGE" in line for line in a.until(b"f1"))
+    other.store("3", "+FLAGS", "(\\Seen $Label)")  # uid 4, a new keyword
+    other.store("1", "+FLAGS", "\\Deleted")
+    other.expunge()  # uid 1 gone, a has not heard at all
+    srv.deliver(b"Subject: late\r\n\r\nbody\r\n")  # uid 6
+
+    def selected(r: Raw, mailbox: bytes) -> list[bytes]:
+        r.send(b"s2 SELECT " + mailbox + b"\r\ns3 UID FETCH 1:* (FLAGS)\r\n")
+        lines = r.until(b"s2") + r.until(b"s3")
+        return [line for line in lines if b"[CLOSED]" not in line]
+
+    again = selected(a, b"inbox")
+    fresh = selected(raw(), b"INBOX")
+    assert again == fresh
+    assert b"* 4 EXISTS\r\n" in again
+    assert any(b"$Label" in line and line.startswith(b"* FLAGS") for line in again)
+    fetched = [line for line in again if line.startswith(b"* ") and b" FETCH " in line]
+    assert [line.split(b" (", 1)[1] for line in fetched] == [
+        b"UID 3 FLAGS ())\r\n",
+        b"UID 4 FLAGS (\\Seen $Label))\r\n",
+        b"UID 5 FLAGS ())\r\n",
+        b"UID 6 FLAGS ())\r\n",
+    ]
+
+
+def test_reselect_after_mailbox_recreated(raw: Callable[..., Raw], connect: Connect) -> None:
+    r = raw()
+    r.send(b"a CREATE Again\r\nb SELECT Again\r\n")
+    before = r.until(b"b")
+    other = connect()
+    assert other.delete("Again")[0] == "OK"
+    assert other.create("Again")[0] == "OK"
+    assert other.append("Again", "", None, b"Subject: new\r\n\r\nx\r\n")[0] == "OK"
+    r.send(b"c SELECT Again\r\n")
+    after = r.until(b"c")
+    assert b"* 1 EXISTS\r\n" in after
+
+    def validity(lines: list[bytes]) -> bytes:
+        return next(line for line in lines if b"[UIDVALIDITY" in line)
+
+    assert validity(after) != validity(before)
+
+
 # --- robustness -------------------------------------------------------------------------
 
 

@@ -297,8 +297,11 @@ async def test_stamp_moves_with_every_change(store: Store) -> None:
 async def test_changes_since(store: Store) -> None:
     box = store.mailboxes(ALICE)
     uids = await append_n(store, 3)
-    mark = (await box.status(INBOX)).highestmodseq
-    assert await box.changes(INBOX, mark) == Changes(mark, (), ())
+    status = await box.status(INBOX)
+    mark = status.highestmodseq
+    assert await box.changes(INBOX, mark) == Changes(
+        mark, (), (), status.uidvalidity, status.uidnext
+    )
     await box.store(INBOX, [uids[1]], [SEEN], StoreMode.ADD)
     new = (await box.append(INBOX, MSG)).uid
     changes = await box.changes(INBOX, mark)

@@ -1682,3 +1682,40 @@ def test_rendering_is_cheap() -> None:
         f.response(1, info, meta)
     per_message = (time.perf_counter() - start) / 2000
     assert per_message < 500e-6, per_message
+
+
+_ROW_ITEMS = [Item.UID, Item.FLAGS, Item.MODSEQ, Item.INTERNALDATE, Item.RFC822_SIZE]
+
+
+@SETTINGS
+@given(
+    items=st.lists(st.sampled_from(_ROW_ITEMS), min_size=1, max_size=5, unique=True),
+    rows=st.lists(
+        st.tuples(
+            st.integers(1, 10**6),
+            st.frozensets(st.sampled_from(["\\Seen", "\\Deleted", "$Label", "\\Answered"])),
+        ),
+        max_size=20,
+    ),
+)
+def test_rows_is_each_response_joined(
+    items: list[Item], rows: list[tuple[int, frozenset[str]]]
+) -> None:
+    """``Fetch.rows`` (many messages in one step) renders exactly what
+    ``response`` renders one message at a time, for every row-only item list
+    (the two formatted directly included)."""
+    request = Fetch(items)
+    assert request.row_only
+    numbered = [
+        (seq, MessageInfo(uid=uid, flags=flags, modseq=uid * 3, size=uid % 977, internal_date=DATE))
+        for seq, (uid, flags) in enumerate(rows, 1)
+    ]
+    assert request.rows(numbered) == b"".join(request.response(n, info) for n, info in numbered)
+
+
+def test_row_only_items() -> None:
+    assert Fetch([Item.UID, Item.FLAGS]).row_only
+    assert Fetch([Item.UID, Item.FLAGS, Item.MODSEQ]).row_only
+    assert not Fetch([Item.UID, Item.ENVELOPE]).row_only
+    assert not Fetch([Item.UID, BodySection((), "", (), True, None)]).row_only
+    assert not Fetch([Item.RFC822]).row_only

@@ -170,16 +170,26 @@ _CHEAP, _META, _HEADER, _BODY = range(4)
 class Matcher:
     """A compiled search key: call it with a :class:`SearchMessage`."""
 
-    __slots__ = ("_pred", "need")
+    __slots__ = ("_doc", "_pred", "need")
 
-    def __init__(self, pred: _Pred, need: Need) -> None:
+    def __init__(self, pred: _Pred, need: Need, *, doc: bool = True) -> None:
         self._pred = pred
         #: What the loader must provide for messages this matcher cannot decide.
         self.need = need
+        #: Whether a predicate reads the decoded message (``_Doc``); when not,
+        #: none is made per message.
+        self._doc = doc
 
     def __call__(self, message: SearchMessage) -> Verdict:
         """True/False, or None when ``message`` lacks the content :attr:`need` names."""
-        return self._pred(message, _Doc(message))
+        return self._pred(message, _Doc(message) if self._doc else _NO_DOC)
+
+    def verdicts(self, messages: Sequence[SearchMessage]) -> list[Verdict]:
+        """``self(m)`` for each message, in one loop (SEARCH's hot path)."""
+        pred = self._pred
+        if self._doc:
+            return [pred(m, _Doc(m)) for m in messages]
+        return [pred(m, _NO_DOC) for m in messages]
 
 
 def needs(key: SearchKey) -> Need:
@@ -209,7 +219,24 @@ def needs(key: SearchKey) -> Need:
 def compile_search(key: SearchKey, ctx: SearchContext) -> Matcher:
     """Compile ``key`` for the mailbox ``ctx`` describes (RFC 9051 §6.4.4)."""
     pred, _ = _compile(key, ctx)
-    return Matcher(pred, needs(key))
+    return Matcher(pred, needs(key), doc=_reads_doc(key))
+
+
+def _reads_doc(key: SearchKey) -> bool:
+    """Whether a predicate of ``key`` reads the decoded message (``_Doc``)."""
+    match key:
+        case SearchDate(sent=True) | SearchBody() | SearchText():
+            return True
+        case SearchHeader(field=field):
+            return field.lower() != "subject"  # SUBJECT reads the cached envelope
+        case SearchNot(key=inner):
+            return _reads_doc(inner)
+        case SearchOr(left=left, right=right):
+            return _reads_doc(left) or _reads_doc(right)
+        case SearchAnd(keys=keys):
+            return any(_reads_doc(k) for k in keys)
+        case _:
+            return False
 
 
 def filter_messages(
@@ -251,14 +278,9 @@ async def search(
     loader, undecided messages do not match.
     """
     matcher = compile_search(key, ctx)
-    verdicts: list[bool] = []
-    pending: list[int] = []
-    for i, message in enumerate(messages):
-        verdict = matcher(message)
-        verdicts.append(bool(verdict))
-        if verdict is None:
-            pending.append(i)
+    verdicts = matcher.verdicts(messages)  # None (undecided) counts as no match
     if load is not None:
+        pending = [i for i, verdict in enumerate(verdicts) if verdict is None]
         for start in range(0, len(pending), batch):
             chunk = pending[start : start + batch]
             loaded = await load([messages[i] for i in chunk], matcher.need)
@@ -642,3 +664,8 @@ def decode_header_value(raw: bytes) -> str:
     flush()
     out.append(raw[pos:].decode("utf-8", "replace"))
     return "".join(out)
+
+
+#: The ``_Doc`` argument of predicates that never read it (``Matcher._doc``
+#: false): no per-message object; reading it would raise AttributeError.
+_NO_DOC = _Doc.__new__(_Doc)

@@ -69,12 +69,14 @@ from pochta.imap.types import (
     Store,
     Unselect,
 )
+from pochta.store import names
 from pochta.store.interface import (
     JUNK,
     SEEN,
     SYSTEM_FLAGS,
     TRASH,
     Changes,
+    InvalidMailboxName,
     MailboxNotFound,
     MessageInfo,
     MessageNotFound,
@@ -92,6 +94,8 @@ RESYNC_EVERY = 1.0
 
 #: Messages whose meta and bytes are loaded together per FETCH batch.
 FETCH_BATCH = 100
+#: Messages per response chunk of a FETCH answered from the index rows alone.
+ROWS_BATCH = 1000
 _SYSTEM = sorted(SYSTEM_FLAGS)
 
 
@@ -296,15 +300,24 @@ async def select(s: ImapSession, tag: str, cmd: Select | Examine) -> None:
         raise Abort("ENABLE QRESYNC first", status="BAD")  # RFC 7162 §3.2.5
     if cmd.condstore:
         s.enabled.add("CONDSTORE")
-    box = await s.store.status(cmd.mailbox)
-    infos = await s.store.messages(cmd.mailbox)
-    view = Selected(box.name, cmd.readonly, box.uidvalidity, box.highestmodseq)
-    if previous is not None:
-        view.inherit(previous)
-    for info in infos:
-        view.uids.append(info.uid)
-        view.info[info.uid] = info
-        view.keywords.update(info.flags - SYSTEM_FLAGS)
+    # The store's change stamp before the read: a change published after it
+    # moves the stamp, so the next sync asks the store (see Selected.sync).
+    stamp = s.store.stamp()
+    reopened = await _reopen(s, previous, cmd) if previous is not None else None
+    if reopened is not None:
+        view, uidnext = reopened
+    else:
+        box = await s.store.status(cmd.mailbox)
+        infos = await s.store.messages(cmd.mailbox)
+        view = Selected(box.name, cmd.readonly, box.uidvalidity, box.highestmodseq)
+        uidnext = box.uidnext
+        if previous is not None:
+            view.inherit(previous)
+        for info in infos:
+            view.uids.append(info.uid)
+            view.info[info.uid] = info
+            view.keywords.update(info.flags - SYSTEM_FLAGS)
+    view.stamp, view.synced_at = stamp, time.monotonic()
     s.untagged(view.flags_line())
     s.untagged(b"%d EXISTS" % len(view.uids))
     if not s.rev2:
@@ -314,16 +327,63 @@ async def select(s: ImapSession, tag: str, cmd: Select | Examine) -> None:
             s.untagged(b"OK [UNSEEN %d] First unseen" % unseen)
     permanent = "()" if cmd.readonly else "(" + " ".join([*_SYSTEM, "\\*"]) + ")"
     s.untagged(f"OK [PERMANENTFLAGS {permanent}] Flags permitted")
-    s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % box.uidvalidity)
-    s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % box.uidnext)
+    s.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % view.uidvalidity)
+    s.untagged(b"OK [UIDNEXT %d] Predicted next UID" % uidnext)
     if s.condstore:
-        s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % box.highestmodseq)
+        s.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % view.highestmodseq)
     s.selected = view
     s.state = State.SELECTED
-    if cmd.qresync is not None and cmd.qresync.uidvalidity == box.uidvalidity:
+    if cmd.qresync is not None and cmd.qresync.uidvalidity == view.uidvalidity:
         await _resync(s, view, cmd.qresync)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     s.tagged(tag, "OK", f"{cmd.name} completed", mode)
+
+
+async def _reopen(
+    s: ImapSession, previous: Selected, cmd: Select | Examine
+) -> tuple[Selected, int] | None:
+    """A SELECT of the mailbox already selected: the previous view plus what
+    changed since its MODSEQ, from one small store read instead of every
+    row (clients re-SELECT their INBOX to poll). Returns the view and
+    UIDNEXT, or None when the full read is needed (another mailbox, or this
+    one deleted and created again since: a new UIDVALIDITY)."""
+    try:
+        if names.normalize(cmd.mailbox) != previous.name:
+            return None
+    except InvalidMailboxName:
+        return None
+    changes = await s.store.changes(previous.name, previous.highestmodseq)
+    if changes.uidvalidity != previous.uidvalidity:
+        return None
+    view = Selected(
+        previous.name,
+        cmd.readonly,
+        previous.uidvalidity,
+        max(previous.highestmodseq, changes.highestmodseq),
+    )
+    view.inherit(previous)
+    # The previous view is dropped: take over its rows. Pending expunges and
+    # the ones since are gone from the new view (a new SELECT starts clean).
+    info, uids = previous.info, previous.uids
+    gone = previous.pending.union(changes.vanished)
+    if gone:
+        for uid in gone:
+            info.pop(uid, None)
+        uids = [u for u in uids if u in info]
+    keywords = previous.keywords
+    unordered = False
+    for row in changes.changed:
+        if row.uid in gone:
+            continue
+        if row.uid not in info:
+            unordered = unordered or bool(uids and row.uid < uids[-1])
+            uids.append(row.uid)
+        info[row.uid] = row
+        keywords.update(row.flags - SYSTEM_FLAGS)
+    if unordered:
+        uids.sort()
+    view.uids, view.info, view.keywords = uids, info, keywords
+    return view, changes.uidnext
 
 
 async def _resync(s: ImapSession, view: Selected, qr: QResync) -> None:
@@ -412,6 +472,14 @@ async def fetch(s: ImapSession, tag: str, cmd: Fetch) -> None:
                 request = fetchmod.Fetch(
                     (*request.items, fetchmod.Item.MODSEQ), utf8=s.utf8, rev2=s.rev2
                 )
+    if request.row_only:
+        rows, seq = view.info, view.seq
+        for start in range(0, len(uids), ROWS_BATCH):
+            batch = uids[start : start + ROWS_BATCH]
+            s.out.raw(request.rows([(seq(uid), rows[uid]) for uid in batch]))
+            await s.conn.drain()
+        await s.ok(tag, cmd, "FETCH completed")
+        return
     try:
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start : start + FETCH_BATCH]

@@ -151,6 +151,10 @@ class Changes:
     highestmodseq: int
     changed: tuple[MessageInfo, ...]  # messages whose MODSEQ > since, by UID
     vanished: tuple[int, ...]  # UIDs expunged with MODSEQ > since, ascending
+    #: The mailbox's UIDVALIDITY and UIDNEXT in the same snapshot: a re-SELECT
+    #: builds its view from the previous one and these (0 when not known).
+    uidvalidity: int = 0
+    uidnext: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -386,6 +386,8 @@ class MaildirMailboxes:
                     )
                 ),
                 tuple(index.vanished(conn, box.id, since)),
+                box.uidvalidity,
+                box.uidnext,
             )
 
         # Usually the few changes since the last look (IDLE, a resync).

@@ -289,7 +289,7 @@ class MemoryMailboxes:
         box = self._box(name)
         changed = tuple(m.info() for m in box.messages.values() if m.modseq > since)
         vanished = tuple(sorted(uid for uid, mod in box.vanished.items() if mod > since))
-        return Changes(box.highestmodseq, changed, vanished)
+        return Changes(box.highestmodseq, changed, vanished, box.uidvalidity, box.uidnext)
 
     async def meta(self, name: str, uids: Sequence[int]) -> dict[int, MessageMeta]:
         msgs = self._box(name).messages

@@ -511,8 +511,12 @@ class Writer:
             published = notices if loop is self._loop else []
             try:
                 if loop is self._loop and here == self._loop_thread:
-                    # A job run inline (``_inline``): no self-pipe wake-up needed.
-                    loop.call_soon(self._on_loop, published, settle)
+                    # A job run inline (``_inline``): settled right here, so
+                    # the caller's ``await`` does not even yield -- going
+                    # through the ready queue would make it wait for a whole
+                    # loop iteration of every other session's work (a STORE
+                    # took 1.5 ms at the median that way, 0.17 ms of it its own).
+                    self._on_loop(published, settle)
                 else:
                     loop.call_soon_threadsafe(self._on_loop, published, settle)
             except RuntimeError:  # the caller's loop is closed; nobody is listening
