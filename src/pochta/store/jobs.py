@@ -274,6 +274,11 @@ class _NewMessageJob(Job[T]):
         self.placed = (folder, rel)
         files.fsync_dir(os.path.dirname(dst))
 
+    @property
+    def commit_inline(self) -> bool:
+        # In place with its directory fsynced: the transaction only adds rows.
+        return self.placed is not None and isinstance(self, AppendJob | DeliverJob)
+
     def ensure_file(self) -> str:
         if self.tmp_path is None:
             os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)

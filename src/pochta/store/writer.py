@@ -68,6 +68,10 @@ log = logging.getLogger("pochta.store")
 #: shrinking it.
 CHECKPOINT_EVERY = 500
 
+#: Seconds the syncer holds post-reply work (unlinks) that no caller waits
+#: for, so that it shares the next durable batch's WAL fsync.
+LATER_WAIT = 0.05
+
 T = TypeVar("T")
 
 
@@ -143,6 +147,13 @@ class Job(abc.ABC, Generic[T]):
 
     def prepare(self) -> None:
         """Index-free work done before the transaction, possibly in parallel."""
+
+    @property
+    def commit_inline(self) -> bool:
+        """After ``prepare``: whether ``apply`` is small and needs no fsync in
+        the transaction, so that it may commit on the event loop's thread
+        (see ``Writer._after_prepare``)."""
+        return False
 
     @abc.abstractmethod
     def apply(self, tx: Tx) -> T:
@@ -421,13 +432,40 @@ class Writer:
             self._hand_over(batch, [])
 
     def _prepare(self, item: _Item) -> None:
-        """On a helper thread: prepare the job, then hand it to the writer."""
+        """On a helper thread: prepare the job, then hand it to the writer --
+        or, for a job that can commit inline, to the event loop."""
         try:
             item.job.prepare()
         except BaseException as exc:
             item.error = storage_error(exc)
+        if item.error is None and item.job.commit_inline and item.loop is self._loop:
+            try:
+                item.loop.call_soon_threadsafe(self._after_prepare, item)
+                return  # still in flight until _after_prepare queues or commits it
+            except RuntimeError:  # the loop is closed: the writer answers
+                pass
+        self._queue.put(item)
+        with self._lock:
+            self._inflight -= 1
+
+    def _after_prepare(self, item: _Item) -> None:
+        """On the loop's thread: commit a prepared job here if the writer is idle.
+
+        Why: a new message's index rows are a few statements once its file is
+        in place (``Job.commit_inline``); a trip through the writer thread
+        costs two more thread wake-ups, and each makes the event loop wait
+        for the GIL -- with APPENDs in the mix, that, not the work, is what
+        limited the server. The WAL fsync still happens on the syncer
+        thread, and the caller is answered after it, as for any durable job.
+        """
+        with self._lock:
+            # Others being prepared too (a burst of deliveries): the writer
+            # thread commits them together, one transaction for many.
+            alone = self._inflight == 1
+        try:
+            if not (alone and self._accepting and self._inline(item)):
+                self._queue.put(item)
         finally:
-            self._queue.put(item)
             with self._lock:
                 self._inflight -= 1
 
@@ -669,15 +707,21 @@ class _WalSync:
             if first is None:
                 return
             groups = [first]
-            while True:
+            stopping = self._drain(groups)
+            if not stopping and not any(group[0] for group in groups):
+                # Only post-reply work (unlinks after an expunge): nobody waits
+                # for this fsync, so give a durable batch a moment to come
+                # and share it -- one fsync less per expunge under load.
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=LATER_WAIT)
                 except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                groups.append(more)
+                    pass
+                else:
+                    if more is None:
+                        stopping = True
+                    else:
+                        groups.append(more)
+                        stopping = self._drain(groups)
             error = self._broken
             if error is None:
                 try:
@@ -706,6 +750,20 @@ class _WalSync:
                 log.exception("store: answering after the WAL fsync failed")
             if later:
                 self._janitor.submit(_run_all, later)
+
+    def _drain(
+        self,
+        groups: list[tuple[list[_Item], list[tuple[str, Notice]], list[Callable[[], object]]]],
+    ) -> bool:
+        """Add every group waiting to ``groups``; True if ``stop`` was among them."""
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if more is None:
+                return True
+            groups.append(more)
 
     def _fsync(self) -> None:
         """fsync the WAL file, reopening it if SQLite replaced it since."""
