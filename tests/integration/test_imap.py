@@ -12,6 +12,8 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -529,6 +531,38 @@ def test_idle_sees_other_sessions_flags_and_expunge(srv: ImapServer, connect: Co
     assert idler._command_complete("IDLE", tag)[0] == "OK"
     assert b"* 1 FETCH (UID 1 FLAGS (\\Deleted))" in seen
     assert b"* 1 EXPUNGE" in seen
+
+
+def test_idle_sees_a_delivery_by_another_process(
+    srv: ImapServer, client_tls: ssl.SSLContext
+) -> None:
+    """A second process on the same data directory (the CLI, another server)
+    stores a message: the IDLE session hears of it at once, not by polling."""
+    script = (
+        "import asyncio, sys\n"
+        "from pochta.store import MaildirStore, Recipient\n"
+        "async def main():\n"
+        "    store = MaildirStore(sys.argv[1])\n"
+        "    await store.open()\n"
+        "    message = b'Subject: elsewhere\\r\\n\\r\\nx\\r\\n'\n"
+        "    await store.deliver(message, [Recipient(sys.argv[2])])\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    host, port = srv.address("imaps")
+    with IMAPClient(host, port, ssl=True, ssl_context=client_tls, timeout=10) as c:
+        c.login(ALICE, PASSWORD)
+        c.select_folder("INBOX")
+        c.idle()
+        subprocess.run(
+            [sys.executable, "-c", script, str(srv.settings.data_dir), ALICE], check=True
+        )
+        sent = time.monotonic()
+        responses = c.idle_check(timeout=5)
+        delay = time.monotonic() - sent
+        c.idle_done()
+        assert (1, b"EXISTS") in responses
+        assert delay < 1.0  # RESYNC_EVERY-style polling does not reach IDLE at all
 
 
 def test_expunge_not_sent_during_fetch(srv: ImapServer, connect: Connect) -> None:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pochta.mime import MessageMeta
 from pochta.store import common, files, index, names
 from pochta.store import flags as flagset
+from pochta.store.bus import Bus
 from pochta.store.feed import Feed
 from pochta.store.interface import (
     AppendResult,
@@ -111,6 +112,8 @@ class MaildirStore:
         self.data_dir = Path(data_dir)
         self.layout = files.Layout(str(self.data_dir / "mail"))
         self.feed = Feed()
+        #: Notices to and from other processes on this data directory.
+        self.bus = Bus(str(self.data_dir / "run" / "notify"), self.feed.publish_many)
         self._db_path = str(self.data_dir / "index.sqlite")
         self._reader_count = readers
         self._readers: ThreadPoolExecutor | None = None
@@ -152,10 +155,15 @@ class MaildirStore:
             self._readers = None
             self._loop = None
             raise
+        try:
+            self.bus.open(self._loop)
+        except OSError as exc:  # other processes' changes are then found by polling
+            log.warning("store: no change notices from other processes: %s", exc)
 
     async def close(self) -> None:
         """Finish queued writes, then stop every thread and close every connection."""
         await self._writer.stop()
+        self.bus.close()
         w = self._writer
         log.info(
             "store closed: %d writes in %d batches, %d commits, %d WAL fsyncs",
@@ -181,8 +189,10 @@ class MaildirStore:
             self._reader_conns.clear()
 
     def _publish(self, notices: list[tuple[str, Notice]]) -> None:
-        # Called by the writer on the event loop thread, right after a commit.
+        # Called by the writer on the event loop thread, right after a commit
+        # and before the callers are answered (see pochta.store.bus).
         self.feed.publish_many(notices)
+        self.bus.send(notices)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -511,6 +521,9 @@ class MaildirMailboxes:
         return self._store.feed.watch(self._user)
 
     def stamp(self) -> int:
+        # Notices other processes sent before answering their clients are
+        # published first, so a change confirmed elsewhere is seen here.
+        self._store.bus.drain()
         return self._store.feed.stamp(self._user)
 
 
