@@ -373,11 +373,6 @@ class LimitsSettings:
     """Messages one user may submit per hour (a stolen password's blast radius)."""
     recipients_per_hour: int = 5000
     """Recipients one user may submit to per hour."""
-    imap_processes: int = 1
-    """Processes serving IMAP.  Python runs one thread at a time per process,
-    so one process uses about one CPU; on a machine with more, more
-    processes serve more IMAP commands per second (they share the listeners,
-    the store and change notices; see ``pochta.imap.workers``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +498,6 @@ _LIMIT_RANGES: dict[str, tuple[int, int]] = {
     "smtp_connections": (1, 1_000_000),
     "smtp_connections_per_ip": (1, 1_000_000),
     "messages_per_hour": (1, 100_000_000),
-    "imap_processes": (1, 64),
     "recipients_per_hour": (1, 100_000_000),
 }
 

@@ -28,7 +28,6 @@ from pochta.config import HostPort, Settings
 from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
 from pochta.imap.server import ImapService
-from pochta.imap.workers import Workers
 from pochta.mailauth.keys import DKIMKeyStore
 from pochta.pop3 import Pop3Service
 from pochta.queue.local import LocalDeliverer
@@ -60,9 +59,6 @@ SERVED = (
     "http",
     "https",
 )
-
-
-_IMAP_KINDS = ("imap", "imaps")
 
 
 class StartupError(UserFacingError):
@@ -174,8 +170,6 @@ class Server:
             dkim=self._dkim,
         )
         self._stopped = asyncio.Event()
-        #: Further IMAP processes (``[limits] imap_processes``), made at start.
-        self._workers: Workers | None = None
 
     def _route(self, domain: str) -> Deliverer:
         """Our own domains skip the network; the rest go to their MX."""
@@ -223,7 +217,6 @@ class Server:
                 for hp in getattr(self.settings.listen, kind):
                     await self._listen(kind, hp, maker, implicit_tls)
             await self._start_web()
-            self._start_imap_workers()
             for kind, addrs in vars_listen(self.settings).items():
                 if kind not in SERVED and addrs:
                     log.warning("[listen].%s is set but not served by this version", kind)
@@ -341,9 +334,6 @@ class Server:
                 hp.host,
                 hp.port,
                 reuse_address=True,
-                # Several IMAP processes: each binds its own socket to the
-                # address and the kernel spreads connections among them.
-                reuse_port=kind in _IMAP_KINDS and self.settings.limits.imap_processes > 1,
                 backlog=512,
                 ssl=implicit_tls,
             )
@@ -354,27 +344,10 @@ class Server:
         for host, port in listener.bound:
             log.info("listening kind=%s address=%s:%d", kind, host, port)
 
-    def _start_imap_workers(self) -> None:
-        """``[limits] imap_processes`` > 1: more processes on the IMAP sockets."""
-        extra = self.settings.limits.imap_processes - 1
-        addresses = [
-            (lst.kind, host, port)
-            for lst in self.listeners
-            if lst.kind in _IMAP_KINDS
-            for host, port in lst.bound
-        ]
-        if extra < 1 or not addresses:
-            return
-        self._workers = Workers(self.settings.source, addresses, extra)
-        self._workers.start()
-
     async def stop(self, grace: float = 10.0) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self._workers is not None:
-            await self._workers.stop(grace)
-            self._workers = None
         for listener in self.listeners:
             listener.server.close()
         await self._stop_web()
