@@ -152,8 +152,10 @@ def main() -> None:
         pid = proc.pid if proc else "-"
         print(f"held mode starts (server pid {pid})", file=sys.stderr, flush=True)
         held = run_mode(port, users, args.seconds, per_cycle_login=False)
-        print("login mode starts", file=sys.stderr, flush=True)
-        relog = 0.0 if args.held_only else run_mode(port, users, args.seconds, True)
+        relog = 0.0
+        if not args.held_only:
+            print("login mode starts", file=sys.stderr, flush=True)
+            relog = run_mode(port, users, args.seconds, per_cycle_login=True)
         print(f"{args.c} clients, {args.messages} messages each, {args.seconds:.0f} s per mode")
         print(f"  sessions held open:        {held:8.0f} commands/s")
         if not args.held_only:
