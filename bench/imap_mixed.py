@@ -53,6 +53,8 @@ def start(work: Path, port: int, users: list[str]) -> subprocess.Popen[bytes]:
 
 
 HOST = "127.0.0.1"
+#: --without-append: the mix minus APPEND and EXPUNGE (the mailbox keeps its size).
+WITHOUT_APPEND = False
 
 
 def login(port: int, user: str) -> imaplib.IMAP4:
@@ -73,12 +75,16 @@ def cycle(client: imaplib.IMAP4, n: int) -> int:
         client.uid("STORE", uids[-1].decode(), "+FLAGS", "(\\Seen)")
     client.uid("SEARCH", "UNSEEN")
     client.uid("SEARCH", "SUBJECT", f'"message {n % 200}"')
-    client.append("INBOX", "", None, message(n))
-    sent = 9
+    sent = 8 if uids else 5
+    if not WITHOUT_APPEND:
+        client.append("INBOX", "", None, message(n))
+        sent += 1
     if uids:
         client.uid("STORE", uids[0].decode(), "+FLAGS", "(\\Deleted)")
-        client.expunge()
-        sent += 2
+        sent += 1
+        if not WITHOUT_APPEND:
+            client.expunge()
+            sent += 1
     return sent
 
 
@@ -118,6 +124,11 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--held-only", action="store_true", help="skip the login-per-cycle mode")
     ap.add_argument(
+        "--without-append",
+        action="store_true",
+        help="leave APPEND and EXPUNGE out of the cycle (9 commands; shows what they cost)",
+    )
+    ap.add_argument(
         "--against",
         metavar="HOST:PORT",
         help="an IMAP server already running (e.g. Dovecot from ../shared/bench/peers-setup.sh)",
@@ -125,7 +136,8 @@ def main() -> None:
     ap.add_argument("--user", default="testuser%d@example.test", help="with --against")
     ap.add_argument("--password", default="pass", help="with --against")
     args = ap.parse_args()
-    global HOST, PASSWORD
+    global HOST, PASSWORD, WITHOUT_APPEND
+    WITHOUT_APPEND = args.without_append
     proc: subprocess.Popen[bytes] | None = None
     work = Path(tempfile.mkdtemp(prefix="pochta-imapmix-"))
     if args.against:
