@@ -136,8 +136,10 @@ class Bus:
             for name in list(peers):
                 try:
                     sock.sendto(payload, self._address(name))
-                except (ConnectionRefusedError, FileNotFoundError) as exc:
-                    # A process that ended without removing its socket.
+                except (ConnectionRefusedError, FileNotFoundError, PermissionError) as exc:
+                    # A process that ended without removing its socket, or
+                    # one of another user (root running the CLI) that we may
+                    # not write to: skipped until the list is read again.
                     peers.remove(name)
                     if isinstance(exc, ConnectionRefusedError):
                         with contextlib.suppress(OSError):
