@@ -131,3 +131,7 @@ def test_encode_decode_round_trip(notices: list[tuple[str, Notice]]) -> None:
 def test_decode_never_raises(data: bytes) -> None:
     for user, notice in _decode(data):
         assert isinstance(user, str) and isinstance(notice.modseq, int)
+
+
+def test_decode_survives_deep_nesting() -> None:
+    assert _decode(b"[" * 100_000) == []

@@ -19,7 +19,6 @@ from pochta.store import (
     FLAGGED,
     INBOX,
     SEEN,
-    MailboxNotFound,
     MaildirStore,
     MessageNotFound,
     Recipient,
@@ -310,14 +309,10 @@ async def test_failed_job_leaves_nothing(
 async def test_failed_commit_undoes_the_batch(
     maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The directory fsync before COMMIT fails: every job of the batch fails, nothing stays.
-
-    (A new message's directory is fsynced before the batch, in ``prepare``:
-    that fsync fails too, and the file it placed is removed.)"""
+    """The directory fsync before COMMIT fails: every job of the batch fails, nothing stays."""
     box = maildir_store.mailboxes(ALICE)
     (uid,) = [(await box.append(INBOX, MSG)).uid]
     monkeypatch.setattr(writer_module, "fsync_dir", _broken_fsync)
-    monkeypatch.setattr(files_module, "fsync_dir", _broken_fsync)
     # Every job into the writer's queue (a small STORE would run on its own).
     monkeypatch.setattr(jobs_module, "SMALL_JOB", 0)
     outcomes = await asyncio.gather(
@@ -335,36 +330,6 @@ async def test_failed_commit_undoes_the_batch(
     assert "New" not in {b.name for b in await box.list()}
     monkeypatch.undo()
     assert (await box.store(INBOX, [uid], [SEEN], StoreMode.ADD)).updated[0].flags == {SEEN}
-
-
-async def test_new_message_placed_before_the_transaction(
-    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """APPEND and single-target delivery name the file and fsync its directory
-    before the batch (the write lock is not held for that fsync); a job that
-    then fails in the transaction leaves no file behind."""
-    box = maildir_store.mailboxes(ALICE)
-    synced: list[str] = []
-    real = files_module.fsync_dir
-
-    def recording(path: str) -> None:
-        synced.append(path)
-        real(path)
-
-    monkeypatch.setattr(files_module, "fsync_dir", recording)
-    monkeypatch.setattr(writer_module, "fsync_dir", _broken_fsync)  # the batch must not need it
-    await box.append("Sent", MSG, [SEEN])
-    await box.append(INBOX, MSG)
-    root = maildir(maildir_store)
-    assert len(listing(root / ".Sent", "cur")) == 1 and len(listing(root, "new")) == 1
-    assert str(root / ".Sent" / "cur") in synced and str(root / "new") in synced
-    # Placed, then the transaction fails: the file is gone again.
-    with pytest.raises(MailboxNotFound):
-        await box.append("Nowhere", MSG)
-    (root / ".Ghost" / "new").mkdir(parents=True)  # directories without a mailbox row
-    with pytest.raises(MailboxNotFound):
-        await box.append("Ghost", MSG)
-    assert listing(root / ".Ghost", "new") == [] and listing(root, "tmp") == []
 
 
 def _broken_fsync(path: str) -> None:

@@ -73,7 +73,12 @@ class Bus:
         dirfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._dirfd = dirfd
         name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except BaseException:
+            os.close(dirfd)
+            self._dirfd = -1
+            raise
         try:
             sock.bind(self._address(name))
             os.chmod(name, 0o600, dir_fd=dirfd)
@@ -190,7 +195,7 @@ def _decode(data: bytes) -> list[tuple[str, Notice]]:
     processes can write to the directory, but a bug must not stop the loop)."""
     try:
         items = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested input
         return []
     out: list[tuple[str, Notice]] = []
     if not isinstance(items, list):

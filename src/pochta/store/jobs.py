@@ -229,13 +229,6 @@ class _NewMessageJob(Job[T]):
         self.meta = b""
         self.tmp_path: str | None = None
         self.tmp_taken = False  # renamed to its final name: nothing left to remove
-        #: The one folder and flags this message goes to, when known without
-        #: the index (set by subclasses): ``prepare`` then gives the file its
-        #: final name and fsyncs that directory (see ``_place_early``).
-        self.target: tuple[str, frozenset[str]] | None = None
-        #: ``(folder, rel)`` of the file ``_place_early`` placed.
-        self.placed: tuple[str, str] | None = None
-        self.placed_taken = False  # indexed: cleanup leaves it
 
     def prepare(self) -> None:
         self.meta = analyze(self.data).to_json()
@@ -245,39 +238,6 @@ class _NewMessageJob(Job[T]):
             # No tmp/: maybe an unknown user (apply raises before writing) or a
             # Maildir deleted by hand (apply re-creates it, then writes).
             self.tmp_path = None
-            return
-        if self.target is not None:
-            self._place_early(*self.target)
-
-    def _place_early(self, folder: str, flags: frozenset[str]) -> None:
-        """Move the fsynced tmp file to its final name in ``folder`` and fsync
-        that directory, here, before the batch's transaction.
-
-        Why: the directory fsync is the slow part of a new message (~2 ms),
-        and done inside the transaction it holds the index's write lock, so
-        every flag change and expunge of every session waited behind it.
-        Crash safety is as before: a crash before COMMIT leaves a complete,
-        unindexed file (``pochta reindex`` finds it), never an index row
-        without its file; a failed job's file is removed by ``cleanup``.
-        A folder that is not there (a mailbox that does not exist yet, or
-        whose directories were deleted by hand) leaves the file in tmp/ for
-        ``apply``, which handles those cases.
-        """
-        assert self.tmp_path is not None
-        rel = files.rel_path(files.new_base(len(self.data)), letters_for(flags))
-        dst = os.path.join(folder, rel)
-        try:
-            files.place(self.tmp_path, dst, keep_source=False, tmp_dir=os.path.join(folder, "tmp"))
-        except FileNotFoundError:
-            return
-        self.tmp_path = None
-        self.placed = (folder, rel)
-        files.fsync_dir(os.path.dirname(dst))
-
-    @property
-    def commit_inline(self) -> bool:
-        # In place with its directory fsynced: the transaction only adds rows.
-        return self.placed is not None and isinstance(self, AppendJob | DeliverJob)
 
     def ensure_file(self) -> str:
         if self.tmp_path is None:
@@ -290,32 +250,24 @@ class _NewMessageJob(Job[T]):
         # deliveries are creating files at the same time.
         if self.tmp_path is not None and not self.tmp_taken:
             files.unlink_quietly(self.tmp_path)
-        if self.placed is not None and not self.placed_taken:
-            files.unlink_quietly(os.path.join(*self.placed))
 
     def insert(
         self, tx: Tx, user: str, box: MailboxRow, flags: frozenset[str], *, last: bool
     ) -> int:
         """File and row for one mailbox; the last target takes the tmp file itself."""
-        folder = self.layout.folder(user, box.name)
-        placed = self.placed
-        if last and placed is not None and placed[0] == folder and self.target == (folder, flags):
-            rel = placed[1]  # in place and its directory fsynced (_place_early)
-            self.placed_taken = True
-            tx.on_undo(lambda: setattr(self, "placed_taken", False))
-        else:
-            rel = put_file(
-                tx,
-                self.ensure_file(),
-                folder,
-                is_subfolder=box.name != INBOX,
-                size=len(self.data),
-                letters=letters_for(flags),
-                keep_source=not last,
-            )
-            if last:
-                self.tmp_taken = True
-                tx.on_undo(lambda: setattr(self, "tmp_taken", False))
+        src = self.ensure_file()
+        rel = put_file(
+            tx,
+            src,
+            self.layout.folder(user, box.name),
+            is_subfolder=box.name != INBOX,
+            size=len(self.data),
+            letters=letters_for(flags),
+            keep_source=not last,
+        )
+        if last:
+            self.tmp_taken = True
+            tx.on_undo(lambda: setattr(self, "tmp_taken", False))
         (uid,) = index.take_uids(tx.conn, box, 1)
         modseq = index.bump_modseq(tx.conn, box)
         bits, keywords = flagset.split(flags)
@@ -344,9 +296,6 @@ class DeliverJob(_NewMessageJob[list[Delivered]]):
             None,  # delivered now: the file's own mtime is right
         )
         self.targets = targets
-        if len(targets) == 1:
-            user, name, flags = targets[0]
-            self.target = (layout.folder(user, name), flags)
 
     def apply(self, tx: Tx) -> list[Delivered]:
         conn = tx.conn
@@ -381,7 +330,6 @@ class AppendJob(_NewMessageJob[AppendResult]):
             layout, os.path.join(layout.user_dir(user), "tmp"), data, when, when.timestamp()
         )
         self.user, self.name, self.flags = user, name, flags
-        self.target = (layout.folder(user, name), flags)
 
     def apply(self, tx: Tx) -> AppendResult:
         box = index.user_mailbox(tx.conn, self.user, self.name)

@@ -148,13 +148,6 @@ class Job(abc.ABC, Generic[T]):
     def prepare(self) -> None:
         """Index-free work done before the transaction, possibly in parallel."""
 
-    @property
-    def commit_inline(self) -> bool:
-        """After ``prepare``: whether ``apply`` is small and needs no fsync in
-        the transaction, so that it may commit on the event loop's thread
-        (see ``Writer._after_prepare``)."""
-        return False
-
     @abc.abstractmethod
     def apply(self, tx: Tx) -> T:
         """The index rows and file moves of this change, inside the batch transaction."""
@@ -432,40 +425,13 @@ class Writer:
             self._hand_over(batch, [])
 
     def _prepare(self, item: _Item) -> None:
-        """On a helper thread: prepare the job, then hand it to the writer --
-        or, for a job that can commit inline, to the event loop."""
+        """On a helper thread: prepare the job, then hand it to the writer."""
         try:
             item.job.prepare()
         except BaseException as exc:
             item.error = storage_error(exc)
-        if item.error is None and item.job.commit_inline and item.loop is self._loop:
-            try:
-                item.loop.call_soon_threadsafe(self._after_prepare, item)
-                return  # still in flight until _after_prepare queues or commits it
-            except RuntimeError:  # the loop is closed: the writer answers
-                pass
-        self._queue.put(item)
-        with self._lock:
-            self._inflight -= 1
-
-    def _after_prepare(self, item: _Item) -> None:
-        """On the loop's thread: commit a prepared job here if the writer is idle.
-
-        Why: a new message's index rows are a few statements once its file is
-        in place (``Job.commit_inline``); a trip through the writer thread
-        costs two more thread wake-ups, and each makes the event loop wait
-        for the GIL -- with APPENDs in the mix, that, not the work, is what
-        limited the server. The WAL fsync still happens on the syncer
-        thread, and the caller is answered after it, as for any durable job.
-        """
-        with self._lock:
-            # Others being prepared too (a burst of deliveries): the writer
-            # thread commits them together, one transaction for many.
-            alone = self._inflight == 1
-        try:
-            if not (alone and self._accepting and self._inline(item)):
-                self._queue.put(item)
         finally:
+            self._queue.put(item)
             with self._lock:
                 self._inflight -= 1
 
