@@ -47,7 +47,10 @@ def normalize_domain(domain: str) -> str:
     label, an empty label) is only lower-cased, its non-ASCII labels
     punycoded, so it still compares equal to itself in any spelling.
     """
-    name = domain.strip().rstrip(".")
+    # Until nothing changes: "a .", "a. ." end in space or dot again after one pass.
+    name, previous = domain, None
+    while name != previous:
+        previous, name = name, name.strip().rstrip(".")
     if not name:
         return ""
     try:
