@@ -26,6 +26,7 @@ from tests.conftest import FAST_HASHER, ServerThread, TLSFiles, populate, write_
 
 from pochta.accounts import Accounts
 from pochta.config import load_settings
+from pochta.imap import selected as selected_module
 from pochta.imap.commands import TABLES
 from pochta.imap.server import ImapService
 from pochta.imap.session import State
@@ -563,6 +564,37 @@ def test_idle_sees_a_delivery_by_another_process(
         c.idle_done()
         assert (1, b"EXISTS") in responses
         assert delay < 1.0  # RESYNC_EVERY-style polling does not reach IDLE at all
+
+
+def test_idle_finds_changes_it_was_not_told_of(
+    srv: ImapServer, client_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notices between processes are best effort: an IDLE session that hears
+    nothing still asks the store every IDLE_RECHECK seconds."""
+    monkeypatch.setattr(selected_module, "IDLE_RECHECK", 0.3)
+    script = (
+        "import asyncio, sys\n"
+        "from pochta.store import MaildirStore, Recipient\n"
+        "async def main():\n"
+        "    store = MaildirStore(sys.argv[1])\n"
+        "    await store.open()\n"
+        "    store.bus.send = lambda notices: None  # the notice is lost\n"
+        "    message = b'Subject: unannounced\\r\\n\\r\\nx\\r\\n'\n"
+        "    await store.deliver(message, [Recipient(sys.argv[2])])\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    host, port = srv.address("imaps")
+    with IMAPClient(host, port, ssl=True, ssl_context=client_tls, timeout=10) as c:
+        c.login(ALICE, PASSWORD)
+        c.select_folder("INBOX")
+        c.idle()
+        subprocess.run(
+            [sys.executable, "-c", script, str(srv.settings.data_dir), ALICE], check=True
+        )
+        responses = c.idle_check(timeout=5)
+        c.idle_done()
+        assert (1, b"EXISTS") in responses
 
 
 def test_expunge_not_sent_during_fetch(srv: ImapServer, connect: Connect) -> None:

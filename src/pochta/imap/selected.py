@@ -92,6 +92,12 @@ Handler = Callable[[ImapSession, str, Any], Awaitable[None]]
 #: notice came (changes made by another process do not notify).
 RESYNC_EVERY = 1.0
 
+#: Seconds an IDLE session waits for a change notice before it asks the
+#: store anyway: notices from other processes are best effort
+#: (``pochta.store.bus``), and a process that could not join them at all
+#: still gets its IDLE clients their mail this late at worst.
+IDLE_RECHECK = 60.0
+
 #: Messages whose meta and bytes are loaded together per FETCH batch.
 FETCH_BATCH = 100
 #: Messages per response chunk of a FETCH answered from the index rows alone.
@@ -751,7 +757,7 @@ async def idle(s: ImapSession, tag: str, cmd: Idle) -> None:
         line_task = asyncio.ensure_future(s.read_line())
         try:
             while True:
-                notice_task = asyncio.ensure_future(watch.wait(s.service.autologout))
+                notice_task = asyncio.ensure_future(watch.wait(IDLE_RECHECK))
                 done, _ = await asyncio.wait(
                     {line_task, notice_task}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -759,9 +765,14 @@ async def idle(s: ImapSession, tag: str, cmd: Idle) -> None:
                     notice_task.cancel()
                     break
                 view = s.selected
-                if view is not None and any(
-                    n.mailbox is None or (n.mailbox == view.name and n.modseq > view.highestmodseq)
-                    for n in notice_task.result()
+                notices = notice_task.result()
+                if view is not None and (
+                    not notices  # a quiet while: look anyway (see IDLE_RECHECK)
+                    or any(
+                        n.mailbox is None
+                        or (n.mailbox == view.name and n.modseq > view.highestmodseq)
+                        for n in notices
+                    )
                 ):  # only a change to this mailbox (or the list) costs a query
                     await view.sync(s, expunges=True)
                     s.out.flush()
