@@ -563,3 +563,24 @@ async def test_another_process_holding_the_write_lock_never_stalls_the_loop(
         other.execute("COMMIT")
         other.close()
     assert (await asyncio.wait_for(task, 10)).updated[0].flags == {SEEN}
+
+
+async def test_reopening_fences_modseq(maildir_store: MaildirStore) -> None:
+    """A flag change is answered before the WAL fsync, so a power cut may undo
+    it; each open moves HIGHESTMODSEQ past anything issued before, so the
+    MODSEQ a client saw for the lost change is never issued again."""
+    from pochta.store.mailbox_jobs import MODSEQ_FENCE
+
+    box = maildir_store.mailboxes(ALICE)
+    uid = (await box.append(INBOX, MSG)).uid
+    seen = (await box.store(INBOX, [uid], [SEEN], StoreMode.ADD)).updated[0].modseq
+    reopened = MaildirStore(maildir_store.data_dir)
+    await maildir_store.close()
+    await reopened.open()
+    try:
+        again = reopened.mailboxes(ALICE)
+        assert (await again.status(INBOX)).highestmodseq >= seen + MODSEQ_FENCE
+        flagged = await again.store(INBOX, [uid], [FLAGGED], StoreMode.ADD)
+        assert flagged.updated[0].modseq > seen + MODSEQ_FENCE
+    finally:
+        await reopened.close()

@@ -165,3 +165,27 @@ class SubscribeJob(Job[None]):
             "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(self.subscribed), box.id)
         )
         tx.notify(self.user, LIST_CHANGED)
+
+
+#: How far every mailbox's HIGHESTMODSEQ jumps when a store opens; more
+#: than the MODSEQs that commits not yet fsynced could have issued (at most
+#: ``writer.CHECKPOINT_EVERY`` COMMITs of at most ``max_batch`` jobs each,
+#: one bump per mailbox per job).
+MODSEQ_FENCE = 1_000_000
+
+
+class FenceModseqJob(Job[None]):
+    """Move every mailbox's HIGHESTMODSEQ past anything issued before.
+
+    Flag changes and expunges are answered at their COMMIT, before the WAL
+    fsync (see docs/architecture.md), so a power cut can undo the last of
+    them -- and without this, the MODSEQ values clients saw for them would
+    be issued again for other changes, which RFC 7162 §3.1.1 forbids
+    (a client resyncing from such a value would miss those changes). Run
+    at every open: a store cannot tell a power cut from a clean stop.
+    The undone changes themselves are not re-announced (as with Dovecot's
+    ``fsync_mode = optimized``).
+    """
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + ?", (MODSEQ_FENCE,))

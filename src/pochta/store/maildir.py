@@ -86,6 +86,7 @@ from pochta.store.mailbox_jobs import (
     CreateUserJob,
     DeleteJob,
     DeleteUserJob,
+    FenceModseqJob,
     RenameJob,
     SubscribeJob,
 )
@@ -159,6 +160,11 @@ class MaildirStore:
             self.bus.open(self._loop)
         except OSError as exc:  # other processes' changes are then found by polling
             log.warning("store: no change notices from other processes: %s", exc)
+        try:
+            await self._submit(FenceModseqJob())
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Finish queued writes, then stop every thread and close every connection."""
