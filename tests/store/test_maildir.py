@@ -584,3 +584,23 @@ async def test_reopening_fences_modseq(maildir_store: MaildirStore) -> None:
         assert flagged.updated[0].modseq > seen + MODSEQ_FENCE
     finally:
         await reopened.close()
+
+
+async def test_open_serves_when_the_fence_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fence failing (another process held the write lock past the busy
+    timeout, say) must not stop a server from starting."""
+    from pochta.store import mailbox_jobs
+
+    def locked(self: object, tx: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(mailbox_jobs.FenceModseqJob, "apply", locked)
+    store = MaildirStore(tmp_path / "data")
+    await store.open()
+    try:
+        await store.create_user(ALICE)
+        assert (await store.mailboxes(ALICE).append(INBOX, MSG)).uid == 1
+    finally:
+        await store.close()

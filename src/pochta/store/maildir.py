@@ -162,6 +162,11 @@ class MaildirStore:
             log.warning("store: no change notices from other processes: %s", exc)
         try:
             await self._submit(FenceModseqJob())
+        except StoreError as exc:
+            # E.g. another process held the write lock past the busy timeout
+            # (a long reindex): serve anyway; only MODSEQs a power cut undid
+            # just before this start could then be issued again.
+            log.warning("store: MODSEQ fence not written: %s", exc)
         except BaseException:
             await self.close()
             raise
