@@ -44,8 +44,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-POCHTA = ROOT / ".venv" / "bin" / "pochta"
+from _server import ROOT, free_port, quickstart, rss_kib, serve
+
 sys.path.insert(0, str(ROOT / "src"))
 
 DOMAIN = "example.test"
@@ -79,19 +79,6 @@ def make_message(i: int, size: int, line_length: int, rng: random.Random) -> byt
     encoded = base64.b64encode(raw)
     lines = [encoded[k : k + width] for k in range(0, len(encoded), width)]
     return head + b"\r\n".join(lines) + b"\r\n" + tail
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -137,21 +124,9 @@ def prepare(workdir: Path, args: argparse.Namespace) -> tuple[Path, int, int, li
     """Settings, users and mail; returns (config, pop3 port, pop3s port, users)."""
     from pochta.accounts import Accounts
 
-    subprocess.run(
-        [str(POCHTA), "quickstart", "--dev", "--dir", str(workdir), f"demo@{DOMAIN}"],
-        check=True,
-        capture_output=True,
-    )
-    config = workdir / "pochta.toml"
-    text = config.read_text()
     pop3, pop3s = free_port(), free_port()
-    start, end = text.index("[listen]"), text.index("[tls]")
-    text = (
-        text[:start]
-        + f'[listen]\npop3 = ["127.0.0.1:{pop3}"]\npop3s = ["127.0.0.1:{pop3s}"]\n\n'
-        + text[end:]
-    )
-    config.write_text(text)
+    listen = f'pop3 = ["127.0.0.1:{pop3}"]\npop3s = ["127.0.0.1:{pop3s}"]'
+    config = quickstart(workdir, f"demo@{DOMAIN}", listen)
     users = users_for(args.c)
     with Accounts.open(workdir / "data" / "accounts.sqlite") as accounts:
         for user in users:
@@ -165,23 +140,6 @@ def prepare(workdir: Path, args: argparse.Namespace) -> tuple[Path, int, int, li
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return config, pop3, pop3s, users
-
-
-def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [str(POCHTA), "--config", str(config), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("pochta serve did not start")
 
 
 class Session(threading.Thread):
@@ -327,7 +285,7 @@ def main() -> None:
     try:
         config, pop3, pop3s, users = prepare(workdir, args)
         port = pop3s if args.tls else pop3
-        proc = start_server(config, port)
+        proc = serve(config, "127.0.0.1", port)
         context = None
         if args.tls:
             context = ssl.create_default_context(cafile=str(workdir / "tls" / "cert.pem"))
@@ -362,7 +320,7 @@ def main() -> None:
             f"  left in the Maildirs: {left} (expected 0; files unlinked "
             f"{time.perf_counter() - unlink_start:.2f} s after the last QUIT)"
         )
-        print(f"  server peak RSS: {peak_rss_kib(proc.pid) / 1024:.1f} MiB")
+        print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
         if left or count != args.n * args.c:
             raise SystemExit("not every message was downloaded and deleted")
     finally:
