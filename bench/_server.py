@@ -8,6 +8,7 @@ child process and reads its memory from /proc.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -77,3 +78,13 @@ def serve(config: Path, host: str, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("pochta serve did not start")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it takes over ``grace`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 import imap_mixed as mix
-from _server import free_port
+from _server import free_port, stop
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -77,11 +76,11 @@ def main() -> None:
             ).stdout.split()
             pids = [int(p) for p in found]
         counts = [0] * len(clients)
-        stop = time.monotonic() + args.seconds
+        deadline = time.monotonic() + args.seconds
 
         def worker(k: int) -> None:
             n = 0
-            while time.monotonic() < stop:
+            while time.monotonic() < deadline:
                 clients[k].append("INBOX", "", None, mix.message(n))
                 n += 1
             counts[k] = n
@@ -104,11 +103,7 @@ def main() -> None:
             client.logout()
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

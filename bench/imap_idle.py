@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import free_port, quickstart, rss_kib, serve, set_password
+from _server import free_port, quickstart, rss_kib, serve, set_password, stop
 
 USER = "demo@example.test"  # the N idling sessions
 WATCHED = "watch@example.test"  # the one that receives the timed deliveries
@@ -128,11 +127,7 @@ def main() -> None:
     try:
         asyncio.run(run(args, imap, smtp, proc.pid))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     sys.stdout.flush()
 

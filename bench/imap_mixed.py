@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import imaplib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from _server import free_port, quickstart, rss_kib, serve, set_password
+from _server import free_port, quickstart, rss_kib, serve, set_password, stop
 
 PASSWORD = "bench-password"
 
@@ -176,11 +175,7 @@ def main() -> None:
             print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     sys.stdout.flush()
 

@@ -34,7 +34,6 @@ import os
 import poplib
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from _server import ROOT, free_port, quickstart, rss_kib, serve
+from _server import ROOT, free_port, quickstart, rss_kib, serve, stop
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -325,8 +324,7 @@ def main() -> None:
             raise SystemExit("not every message was downloaded and deleted")
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop(proc)
         if args.keep:
             print(f"  kept {workdir}")
         else:

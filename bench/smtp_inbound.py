@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _server import free_port, quickstart, rss_kib, serve
+from _server import free_port, quickstart, rss_kib, serve, stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -223,8 +222,7 @@ def main() -> None:
             print(f"  server peak RSS: {rss_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop(proc)
         if dns is not None:
             dns.close()
         if workdir is not None:
