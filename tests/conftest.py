@@ -8,6 +8,8 @@ poplib) from the test thread.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -182,3 +184,28 @@ def server(settings: Settings) -> Iterator[ServerThread]:
         yield st
     finally:
         st.stop()
+
+
+_DELIVER_SCRIPT = """
+import asyncio, sys
+from pochta.store import MaildirStore, Recipient
+
+async def main():
+    store = MaildirStore(sys.argv[1])
+    await store.open()
+    if sys.argv[3] == "lose":
+        store.bus.send = lambda notices: None  # its change notice is lost
+    await store.deliver(b"Subject: elsewhere\\r\\n\\r\\nx\\r\\n", [Recipient(sys.argv[2])])
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+def deliver_from_another_process(data_dir: Path, user: str, *, lose_notice: bool = False) -> None:
+    """Store one message for ``user`` from a separate Python process on
+    ``data_dir`` (as the CLI or a second server would)."""
+    subprocess.run(
+        [sys.executable, "-c", _DELIVER_SCRIPT, str(data_dir), user, "lose" if lose_notice else ""],
+        check=True,
+    )

@@ -12,17 +12,23 @@ import re
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imapclient import IMAPClient
-from tests.conftest import FAST_HASHER, ServerThread, TLSFiles, populate, write_settings
+from tests.conftest import (
+    FAST_HASHER,
+    ServerThread,
+    TLSFiles,
+    deliver_from_another_process,
+    populate,
+    write_settings,
+)
 
 from pochta.accounts import Accounts
 from pochta.config import load_settings
@@ -534,36 +540,34 @@ def test_idle_sees_other_sessions_flags_and_expunge(srv: ImapServer, connect: Co
     assert b"* 1 EXPUNGE" in seen
 
 
-def test_idle_sees_a_delivery_by_another_process(
-    srv: ImapServer, client_tls: ssl.SSLContext
-) -> None:
-    """A second process on the same data directory (the CLI, another server)
-    stores a message: the IDLE session hears of it at once, not by polling."""
-    script = (
-        "import asyncio, sys\n"
-        "from pochta.store import MaildirStore, Recipient\n"
-        "async def main():\n"
-        "    store = MaildirStore(sys.argv[1])\n"
-        "    await store.open()\n"
-        "    message = b'Subject: elsewhere\\r\\n\\r\\nx\\r\\n'\n"
-        "    await store.deliver(message, [Recipient(sys.argv[2])])\n"
-        "    await store.close()\n"
-        "asyncio.run(main())\n"
-    )
+def _idle_during(
+    srv: ImapServer, client_tls: ssl.SSLContext, action: Callable[[], None]
+) -> tuple[list[Any], float]:
+    """An IDLE session of ALICE's INBOX while ``action`` runs: its responses
+    and the seconds from the end of ``action`` to their arrival."""
     host, port = srv.address("imaps")
     with IMAPClient(host, port, ssl=True, ssl_context=client_tls, timeout=10) as c:
         c.login(ALICE, PASSWORD)
         c.select_folder("INBOX")
         c.idle()
-        subprocess.run(
-            [sys.executable, "-c", script, str(srv.settings.data_dir), ALICE], check=True
-        )
-        sent = time.monotonic()
+        action()
+        done = time.monotonic()
         responses = c.idle_check(timeout=5)
-        delay = time.monotonic() - sent
+        delay = time.monotonic() - done
         c.idle_done()
-        assert (1, b"EXISTS") in responses
-        assert delay < 1.0  # RESYNC_EVERY-style polling does not reach IDLE at all
+    return responses, delay
+
+
+def test_idle_sees_a_delivery_by_another_process(
+    srv: ImapServer, client_tls: ssl.SSLContext
+) -> None:
+    """A second process on the same data directory (the CLI, another server)
+    stores a message: the IDLE session hears of it at once, not by polling."""
+    responses, delay = _idle_during(
+        srv, client_tls, lambda: deliver_from_another_process(srv.settings.data_dir, ALICE)
+    )
+    assert (1, b"EXISTS") in responses
+    assert delay < 1.0  # RESYNC_EVERY-style polling does not reach IDLE at all
 
 
 def test_idle_finds_changes_it_was_not_told_of(
@@ -572,29 +576,12 @@ def test_idle_finds_changes_it_was_not_told_of(
     """Notices between processes are best effort: an IDLE session that hears
     nothing still asks the store every IDLE_RECHECK seconds."""
     monkeypatch.setattr(selected_module, "IDLE_RECHECK", 0.3)
-    script = (
-        "import asyncio, sys\n"
-        "from pochta.store import MaildirStore, Recipient\n"
-        "async def main():\n"
-        "    store = MaildirStore(sys.argv[1])\n"
-        "    await store.open()\n"
-        "    store.bus.send = lambda notices: None  # the notice is lost\n"
-        "    message = b'Subject: unannounced\\r\\n\\r\\nx\\r\\n'\n"
-        "    await store.deliver(message, [Recipient(sys.argv[2])])\n"
-        "    await store.close()\n"
-        "asyncio.run(main())\n"
+    responses, _delay = _idle_during(
+        srv,
+        client_tls,
+        lambda: deliver_from_another_process(srv.settings.data_dir, ALICE, lose_notice=True),
     )
-    host, port = srv.address("imaps")
-    with IMAPClient(host, port, ssl=True, ssl_context=client_tls, timeout=10) as c:
-        c.login(ALICE, PASSWORD)
-        c.select_folder("INBOX")
-        c.idle()
-        subprocess.run(
-            [sys.executable, "-c", script, str(srv.settings.data_dir), ALICE], check=True
-        )
-        responses = c.idle_check(timeout=5)
-        c.idle_done()
-        assert (1, b"EXISTS") in responses
+    assert (1, b"EXISTS") in responses
 
 
 def test_expunge_not_sent_during_fetch(srv: ImapServer, connect: Connect) -> None:

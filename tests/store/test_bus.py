@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
-import textwrap
 from pathlib import Path
 
 from hypothesis import given
@@ -15,6 +13,7 @@ from hypothesis import strategies as st
 from pochta.store import INBOX, MaildirStore, Recipient
 from pochta.store.bus import MAX_DATAGRAM, _decode, _encode
 from pochta.store.interface import Notice
+from tests.conftest import deliver_from_another_process
 from tests.store.conftest import ALICE, BOB
 
 MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -80,20 +79,6 @@ async def test_socket_removed_at_close(tmp_path: Path) -> None:
 def test_another_process_wakes_a_watch(tmp_path: Path) -> None:
     """A real second process (as the CLI or a second server would be)."""
     data = tmp_path / "data"
-    script = textwrap.dedent(
-        f"""
-        import asyncio
-        from pochta.store import MaildirStore, Recipient
-
-        async def main():
-            store = MaildirStore({str(data)!r})
-            await store.open()
-            await store.deliver(b"Subject: x\\r\\n\\r\\nbody\\r\\n", [Recipient({ALICE!r})])
-            await store.close()
-
-        asyncio.run(main())
-        """
-    )
 
     async def run() -> list[Notice]:
         store = MaildirStore(data)
@@ -101,10 +86,8 @@ def test_another_process_wakes_a_watch(tmp_path: Path) -> None:
         try:
             await store.create_user(ALICE)
             watch = store.mailboxes(ALICE).watch()
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
-            notices = await watch.wait(timeout=20)
-            assert await proc.wait() == 0
-            return notices
+            await asyncio.to_thread(deliver_from_another_process, data, ALICE)
+            return await watch.wait(timeout=20)
         finally:
             await store.close()
 
