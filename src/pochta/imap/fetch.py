@@ -531,6 +531,7 @@ _NO_META = frozenset(
 )
 _BODY_ITEMS = frozenset({Item.RFC822, Item.RFC822_HEADER, Item.RFC822_TEXT})
 _ROW_ONLY = frozenset({Item.UID, Item.FLAGS, Item.INTERNALDATE, Item.RFC822_SIZE, Item.MODSEQ})
+_UID_FLAGS = frozenset({(Item.UID, Item.FLAGS), (Item.UID, Item.FLAGS, Item.MODSEQ)})
 
 
 def needs_meta(items: Iterable[FetchItem]) -> bool:
@@ -822,18 +823,17 @@ class Fetch:
         every message of the mailbox; the common item lists are formatted
         in one step each instead of through the per-item renderers.
         """
-        if self.items == (Item.UID, Item.FLAGS):
+        if self.items in _UID_FLAGS:  # (UID FLAGS), with MODSEQ once CONDSTORE is on
+            modseq = len(self.items) == 3
             return b"".join(
                 [
-                    b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, info.uid, flag_list(info.flags))
-                    for seq, info in numbered
-                ]
-            )
-        if self.items == (Item.UID, Item.FLAGS, Item.MODSEQ):
-            return b"".join(
-                [
-                    b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
-                    % (seq, info.uid, flag_list(info.flags), info.modseq)
+                    b"* %d FETCH (UID %d FLAGS %s%s)\r\n"
+                    % (
+                        seq,
+                        info.uid,
+                        flag_list(info.flags),
+                        b" MODSEQ (%d)" % info.modseq if modseq else b"",
+                    )
                     for seq, info in numbered
                 ]
             )

@@ -245,8 +245,7 @@ def filter_messages(
     """``(matched, undecided)``: one pass, no loading; both keep input order."""
     matched: list[SearchMessage] = []
     undecided: list[SearchMessage] = []
-    for message in messages:
-        verdict = matcher(message)
+    for message, verdict in zip(messages, matcher.verdicts(messages), strict=True):
         if verdict is None:
             undecided.append(message)
         elif verdict:
