@@ -51,6 +51,32 @@ async def test_connection_discards_overlong_lines_and_reads_literals() -> None:
         await conn.read_line(50)
 
 
+async def test_connection_silence_counts_from_each_wait() -> None:
+    """One timer per connection: a later, shorter wait still times out on time,
+    and input during a wait restarts the count for the next wait."""
+    loop = asyncio.get_running_loop()
+    conn = Connection(lambda _c: None)
+    # A long wait first arms the timer far ahead ...
+    reader = asyncio.ensure_future(conn.read_line(50, silence=60))
+    await asyncio.sleep(0.01)
+    conn.data_received(b"a1 NOOP\r\n")
+    assert await reader == b"a1 NOOP\r\n"
+    # ... a shorter one must not wait for it.
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await conn.read_line(50, silence=0.05)
+    assert loop.time() - started < 5
+    # Input 0.06 s into a 0.1 s wait: the next wait gets its full 0.1 s.
+    reader = asyncio.ensure_future(conn.read_line(50, silence=0.1))
+    await asyncio.sleep(0.06)
+    conn.data_received(b"a2 NOOP\r\n")
+    assert await reader == b"a2 NOOP\r\n"
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await conn.read_line(50, silence=0.1)
+    assert loop.time() - started >= 0.099
+
+
 async def test_connection_overlong_line_split_across_packets() -> None:
     conn = Connection(lambda _c: None)
     reader = asyncio.ensure_future(conn.read_line(10))

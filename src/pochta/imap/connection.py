@@ -58,6 +58,12 @@ class Connection(asyncio.Protocol):
         self.peer_ip = "unknown"
         #: True once the connection is encrypted (imaps, or after STARTTLS).
         self.tls_active = False
+        # The silence timer (see ``_more``): one handle per connection,
+        # re-armed only when it fires or must fire sooner.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._wait_started = 0.0
+        self._silence: float | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------
 
@@ -96,6 +102,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -119,14 +128,41 @@ class Connection(asyncio.Protocol):
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._silence = silence
+        if silence is not None:
+            # Why not asyncio.wait_for per read: it costs a task-like
+            # wrapper, a timer and callbacks on every command line (~7% of
+            # a NOOP's time). One timer per connection that, when it fires,
+            # checks how long the current wait has lasted is enough for a
+            # 30-minute autologout (RFC 9051 §5.4).
+            now = self._wait_started = loop.time()
+            if self._timer is None or self._timer_at > now + silence:
+                self._arm(loop, now + silence)
         try:
-            if silence is None:
-                await self._waiter
-            else:
-                await asyncio.wait_for(self._waiter, silence)
+            await waiter
         finally:
             self._waiter = None
+            self._silence = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._silence_check)
+
+    def _silence_check(self) -> None:
+        self._timer = None
+        waiter, silence = self._waiter, self._silence
+        if waiter is None or silence is None or waiter.done():
+            return  # not waiting now: the next wait arms the timer again
+        loop = asyncio.get_running_loop()
+        deadline = self._wait_started + silence
+        if loop.time() >= deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._arm(loop, deadline)
 
     async def read_line(self, limit: int, silence: float | None = None) -> bytes | None:
         """One line including its LF; None when it exceeded ``limit`` (discarded).
