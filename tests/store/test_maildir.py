@@ -418,6 +418,34 @@ async def test_small_flag_changes_run_on_the_callers_thread(
     watch.close()
 
 
+async def test_expunge_of_a_big_mailbox_leaves_the_loop(
+    maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EXPUNGE scans its whole mailbox: with the caller's ``scope`` small it
+    runs on the loop's thread, with a big one (or exact UIDs beyond the small
+    limit) on the writer's, so a 10,000-message expunge stalls no session."""
+    import threading
+
+    box = maildir_store.mailboxes(ALICE)
+    uids = [(await box.append(INBOX, MSG)).uid for _ in range(4)]
+    await box.store(INBOX, uids, [DELETED], StoreMode.ADD)
+    threads: list[str] = []
+    apply = jobs_module.ExpungeJob.apply
+
+    def spy(self: jobs_module.ExpungeJob, tx: writer_module.Tx) -> Any:
+        threads.append(threading.current_thread().name)
+        return apply(self, tx)
+
+    monkeypatch.setattr(jobs_module.ExpungeJob, "apply", spy)
+    big = 16 * jobs_module.SMALL_JOB + 1
+    assert await box.expunge(INBOX, [uids[0]], scope=4) == [uids[0]]
+    assert await box.expunge(INBOX, [uids[1]], scope=big) == [uids[1]]  # UIDs decide
+    assert await box.expunge(INBOX, scope=big) == uids[2:]
+    assert await box.expunge(INBOX) == []  # no hint: as before, on the loop
+    here = threading.current_thread().name
+    assert threads == [here, here, "pochta-store-writer", here]
+
+
 def test_changes_since_use_the_modseq_indexes(tmp_path: Path) -> None:
     """A resync after a change reads the few changed rows, not the whole mailbox.
 

@@ -758,7 +758,7 @@ async def expunge(s: ImapSession, tag: str, cmd: Expunge) -> None:
     only = None
     if cmd.sequence_set is not None:
         only = view.resolve(cmd.sequence_set, True)
-    gone = await s.store.expunge(view.name, only)
+    gone = await s.store.expunge(view.name, only, scope=len(view.uids))
     view.pending.update(u for u in gone if u in view.info)
     if gone:
         view.own_change(None, (), gone)
@@ -771,7 +771,7 @@ async def close(s: ImapSession, tag: str, cmd: Close) -> None:
     s.selected = None
     s.state = State.AUTHENTICATED
     if not view.readonly:
-        await s.store.expunge(view.name)
+        await s.store.expunge(view.name, scope=len(view.uids))
     s.tagged(tag, "OK", "CLOSE completed")
 
 

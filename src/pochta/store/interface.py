@@ -301,10 +301,15 @@ class Mailboxes(Protocol):
         """RFC 9051 §6.4.6 STORE, with RFC 7162 §3.1.3 UNCHANGEDSINCE."""
         ...
 
-    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
+    async def expunge(
+        self, name: str, uids: Sequence[int] | None = None, *, scope: int | None = None
+    ) -> builtins.list[int]:
         """Remove messages flagged \\Deleted (only among ``uids`` when given).
 
         Returns the expunged UIDs, ascending (RFC 9051 §6.4.3, RFC 4315 §2.1).
+        ``scope``: how many messages the removal looks at, as far as the
+        caller knows (an IMAP session: its view's size); a store may do a big
+        one where it cannot delay other callers.
         """
         ...
 

@@ -443,15 +443,21 @@ class ExpungeJob(Job[list[int]]):
         uids: list[int] | None,
         *,
         any_flags: bool = False,
+        scope: int | None = None,
     ) -> None:
         self.layout, self.user, self.name, self.uids = layout, user, name, uids
         self.any_flags = any_flags
+        self.scope = scope  # see ``Mailboxes.expunge``
 
     @property
     def small(self) -> bool:
-        # Rows only (the unlinks come later, off the loop). Without UIDs it
-        # is an IMAP EXPUNGE of the \\Deleted messages: usually a few.
-        return self.uids is None or len(self.uids) <= 16 * SMALL_JOB
+        # Rows only (the unlinks come later, off the loop). Without UIDs the
+        # job scans the whole mailbox for \\Deleted rows, and expunging
+        # 10,000 of them is ~50-100 ms of SQL: on the loop that would stall
+        # every session, so a big mailbox (the caller's ``scope``) goes to
+        # the writer thread.
+        count = len(self.uids) if self.uids is not None else self.scope
+        return count is None or count <= 16 * SMALL_JOB
 
     def apply(self, tx: Tx) -> list[int]:
         conn = tx.conn

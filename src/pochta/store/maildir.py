@@ -498,9 +498,11 @@ class MaildirMailboxes:
         )
         return await self._store._submit(job)
 
-    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
+    async def expunge(
+        self, name: str, uids: Sequence[int] | None = None, *, scope: int | None = None
+    ) -> builtins.list[int]:
         wanted = None if uids is None else sorted(set(uids))
-        job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted)
+        job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted, scope=scope)
         return await self._store._submit(job)
 
     async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:

@@ -334,7 +334,9 @@ class MemoryMailboxes:
             self._notify(Notice(box.name, modseq))
         return StoreResult(tuple(updated), tuple(modified), modseq)
 
-    async def expunge(self, name: str, uids: Sequence[int] | None = None) -> builtins.list[int]:
+    async def expunge(
+        self, name: str, uids: Sequence[int] | None = None, *, scope: int | None = None
+    ) -> builtins.list[int]:
         box = self._box(name)
         among = None if uids is None else set(uids)
         gone = [
