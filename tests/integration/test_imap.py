@@ -38,8 +38,7 @@ from pochta.imap.server import ImapService
 from pochta.imap.session import State
 from pochta.limits import ConnectionLimiter
 from pochta.server import Server
-from pochta.store import Changes, Recipient
-from pochta.store.maildir import MaildirMailboxes
+from pochta.store import Recipient
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -539,58 +538,6 @@ def test_idle_sees_other_sessions_flags_and_expunge(srv: ImapServer, connect: Co
     assert idler._command_complete("IDLE", tag)[0] == "OK"
     assert b"* 1 FETCH (UID 1 FLAGS (\\Deleted))" in seen
     assert b"* 1 EXPUNGE" in seen
-
-
-def test_own_changes_need_no_store_read_but_others_still_show(
-    srv: ImapServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A STORE or EXPUNGE that is the only change since the session's last look
-    is taken from its own result (no ``changes`` read); a change by another
-    session in between is still reported (RFC 9051 §7.5.1), and the view ends
-    as a fresh session sees the mailbox."""
-    for i in range(4):
-        srv.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
-    reads: list[str] = []
-    original = MaildirMailboxes.changes
-
-    async def counted(self: MaildirMailboxes, name: str, since: int) -> Changes:
-        reads.append(name)
-        return await original(self, name, since)
-
-    monkeypatch.setattr(MaildirMailboxes, "changes", counted)
-    a, b = connect(), connect()
-    assert a.enable("CONDSTORE")[0] == "OK"
-    a.select("INBOX")
-    b.select("INBOX")
-    reads.clear()
-    typ, data = a.uid("STORE", "1", "+FLAGS", "(\\Seen)")
-    assert typ == "OK" and b"FLAGS (\\Seen)" in data[0]
-    assert a.noop()[0] == "OK"
-    assert reads == []  # nothing but its own change: no read
-    assert b.uid("STORE", "2", "+FLAGS", "(\\Flagged)")[0] == "OK"
-    reads.clear()
-    typ, data = a.uid("STORE", "3", "+FLAGS", "(\\Answered)")
-    assert typ == "OK"
-    assert any(b"UID 2 " in d and b"\\Flagged" in d for d in data), data
-    assert reads  # another session had changed the mailbox: asked the store
-    # A STORE that changes nothing, after another session's change of the
-    # same message and another: that change must still be reported.
-    assert b.uid("STORE", "1:2", "+FLAGS", "(\\Seen)")[0] == "OK"
-    typ, data = a.uid("STORE", "1", "+FLAGS", "(\\Seen)")
-    assert typ == "OK"
-    assert any(b"UID 2 " in d and b"\\Seen" in d for d in data), data
-    assert a.uid("STORE", "4", "+FLAGS", "(\\Deleted)")[0] == "OK"
-    reads.clear()
-    typ, data = a.expunge()
-    assert (typ, data) == ("OK", [b"4"])
-    assert reads == []
-    assert b.noop()[1] == [b"4"] or b.untagged_responses.get("EXPUNGE") == [b"4"]
-    fresh = connect()
-    assert fresh.enable("CONDSTORE")[0] == "OK"
-    fresh.select("INBOX")
-    want = fresh.uid("FETCH", "1:*", "(FLAGS MODSEQ)")[1]
-    assert a.uid("FETCH", "1:*", "(FLAGS MODSEQ)")[1] == want
-    assert re.findall(rb"MODSEQ \((\d+)\)", b"".join(want))  # CONDSTORE was on
 
 
 def _idle_during(

@@ -294,27 +294,6 @@ async def test_stamp_moves_with_every_change(store: Store) -> None:
     assert box.stamp() != after_append
 
 
-async def test_last_change_names_each_single_change(store: Store) -> None:
-    """Each STORE, EXPUNGE and APPEND moves the stamp by one step whose notice
-    names the mailbox and its new HIGHESTMODSEQ (IMAP relies on it to take a
-    session's own change from its result: ``Selected.sync``)."""
-    box = store.mailboxes(ALICE)
-    uid = (await box.append(INBOX, MSG)).uid
-    stamp, last = box.last_change()
-    status = await box.status(INBOX)
-    assert stamp == box.stamp()
-    assert last == Notice(INBOX, status.highestmodseq)
-    result = await box.store(INBOX, [uid], [DELETED], StoreMode.ADD)
-    stamp2, last2 = box.last_change()
-    assert stamp2 == stamp + 1
-    assert last2 == Notice(INBOX, status.highestmodseq + 1)
-    assert [m.modseq for m in result.updated] == [status.highestmodseq + 1]
-    assert await box.expunge(INBOX) == [uid]
-    stamp3, last3 = box.last_change()
-    assert (stamp3, last3) == (stamp2 + 1, Notice(INBOX, status.highestmodseq + 2))
-    assert (await box.status(INBOX)).highestmodseq == status.highestmodseq + 2
-
-
 async def test_changes_since(store: Store) -> None:
     box = store.mailboxes(ALICE)
     uids = await append_n(store, 3)

@@ -125,23 +125,6 @@ class Selected:
         #: The store's change stamp when the view was last synced, and when.
         self.stamp = -1
         self.synced_at = 0.0
-        #: What this session's own last change did (``own_change``), for
-        #: the next sync: (its MODSEQ or None, rows it changed, UIDs it expunged).
-        self.own: tuple[int | None, tuple[MessageInfo, ...], tuple[int, ...]] | None = None
-
-    def own_change(
-        self, modseq: int | None, changed: Sequence[MessageInfo], vanished: Sequence[int]
-    ) -> None:
-        """Remember a change this session just made in the store, which got
-        ``modseq`` (None: unknown, but it did change something).
-
-        If that change turns out to be the only one since the last sync (see
-        ``sync``), the next sync takes it from here instead of asking the
-        store: one read less after each flag change and expunge. Only for
-        calls that changed something: a STORE that changed nothing published
-        no notice, so the one step of the stamp might be another session's.
-        """
-        self.own = (modseq, tuple(changed), tuple(vanished))
 
     def search_messages(self) -> list[SearchMessage]:
         """The index rows as SEARCH sees them, numbered; kept between SEARCHes.
@@ -225,32 +208,12 @@ class Selected:
         but at least every ``RESYNC_EVERY`` seconds the store is asked anyway,
         for changes made by other processes (the CLI, a restore).
         """
-        stamp, last = s.store.last_change()
-        own, self.own = self.own, None
+        stamp = s.store.stamp()
         now = time.monotonic()
-        fresh = now - self.synced_at < RESYNC_EVERY
-        if stamp == self.stamp and fresh:
+        if stamp == self.stamp and now - self.synced_at < RESYNC_EVERY:
             if not (expunges and self.pending):
                 return
             changes = Changes(self.highestmodseq, (), ())
-        elif (
-            fresh
-            and own is not None
-            and stamp == self.stamp + 1
-            and last is not None
-            and last.mailbox == self.name
-            and last.modseq == self.highestmodseq + 1
-            and own[0] in (None, last.modseq)
-        ):
-            # Exactly one change was published since the last sync, and it
-            # was this mailbox's next MODSEQ: had anything else changed the
-            # mailbox first (in any process), our change would have got a
-            # later MODSEQ; anything after it would have moved the stamp
-            # again. So it was our own, and we know what it did.
-            modseq = last.modseq
-            changed = tuple(i for i in own[1] if i.modseq == modseq)
-            changes = Changes(modseq, changed, own[2])
-            self.stamp = stamp
         else:
             changes = await s.store.changes(self.name, self.highestmodseq)
             self.stamp, self.synced_at = stamp, now
@@ -570,8 +533,6 @@ async def store(s: ImapSession, tag: str, cmd: Store) -> None:
             if flag not in view.keywords:
                 view.keywords.add(flag)
                 added = True
-    if result.modseq:
-        view.own_change(result.modseq, result.updated, ())
     if added:
         s.untagged(view.flags_line())
     for info in result.updated:
@@ -760,8 +721,6 @@ async def expunge(s: ImapSession, tag: str, cmd: Expunge) -> None:
         only = view.resolve(cmd.sequence_set, True)
     gone = await s.store.expunge(view.name, only, scope=len(view.uids))
     view.pending.update(u for u in gone if u in view.info)
-    if gone:
-        view.own_change(None, (), gone)
     await s.ok(tag, cmd, "EXPUNGE completed")
 
 

@@ -73,15 +73,10 @@ class Feed:
     def __init__(self) -> None:
         self._watches: dict[str, set[FeedWatch]] = {}
         self._stamps: dict[str, int] = {}
-        self._last: dict[str, Notice] = {}
 
     def stamp(self, user: str) -> int:
         """A counter that moves whenever a notice for ``user`` is published."""
         return self._stamps.get(user, 0)
-
-    def last_change(self, user: str) -> tuple[int, Notice | None]:
-        """The stamp, and the notice that moved it last (None if none did)."""
-        return self._stamps.get(user, 0), self._last.get(user)
 
     def watch(self, user: str) -> FeedWatch:
         watch = FeedWatch(self, user)
@@ -89,12 +84,7 @@ class Feed:
         return watch
 
     def publish(self, user: str, notices: Iterable[Notice]) -> None:
-        notices = list(notices)
         self._stamps[user] = self._stamps.get(user, 0) + 1
-        if len(notices) == 1:
-            self._last[user] = notices[0]
-        else:  # a stamp step of several notices names no single change
-            self._last.pop(user, None)
         watches = self._watches.get(user)
         if not watches:
             return

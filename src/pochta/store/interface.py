@@ -180,8 +180,6 @@ class StoreResult:
 
     updated: tuple[MessageInfo, ...]
     modified: tuple[int, ...] = ()  # RFC 7162 §3.1.3 MODIFIED response code
-    #: The MODSEQ this STORE gave the messages it changed; 0 if it changed none.
-    modseq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,19 +336,6 @@ class Mailboxes(Protocol):
 
         Lets a client of the store skip asking for ``changes`` when nothing
         happened; changes made by other processes do not move it.
-        """
-        ...
-
-    def last_change(self) -> tuple[int, Notice | None]:
-        """``stamp()``, and the notice of the change that moved it last.
-
-        Each change (one STORE, EXPUNGE, APPEND...) publishes one notice and
-        moves the stamp by one, so a client that made a change and sees the
-        stamp one step past its last look, with that notice naming its own
-        mailbox and the MODSEQ after the one it knew, knows that its change
-        was the only one and needs no ``changes`` call (see
-        ``pochta.imap.selected.Selected.sync``). None when the last step was
-        several notices at once.
         """
         ...
 

@@ -399,7 +399,7 @@ class StoreFlagsJob(Job[StoreResult]):
                 changes,
             )
             tx.notify(self.user, Notice(box.name, modseq))
-        return StoreResult(tuple(updated), tuple(modified), modseq)
+        return StoreResult(tuple(updated), tuple(modified))
 
     @staticmethod
     def _rename(tx: Tx, folder: str, rel: str, old: frozenset[str], new: frozenset[str]) -> str:

@@ -539,10 +539,6 @@ class MaildirMailboxes:
         self._store.bus.drain()
         return self._store.feed.stamp(self._user)
 
-    def last_change(self) -> tuple[int, Notice | None]:
-        self._store.bus.drain()
-        return self._store.feed.last_change(self._user)
-
 
 if TYPE_CHECKING:  # mypy checks both classes against the contract
     _store: Store = MaildirStore(Path())

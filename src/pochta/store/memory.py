@@ -332,7 +332,7 @@ class MemoryMailboxes:
             updated.append(msg.info())
         if modseq:
             self._notify(Notice(box.name, modseq))
-        return StoreResult(tuple(updated), tuple(modified), modseq)
+        return StoreResult(tuple(updated), tuple(modified))
 
     async def expunge(
         self, name: str, uids: Sequence[int] | None = None, *, scope: int | None = None
@@ -385,9 +385,6 @@ class MemoryMailboxes:
 
     def stamp(self) -> int:
         return self._store.feed.stamp(self._user)
-
-    def last_change(self) -> tuple[int, Notice | None]:
-        return self._store.feed.last_change(self._user)
 
 
 if TYPE_CHECKING:  # mypy checks both classes against the contract
