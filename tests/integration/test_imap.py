@@ -540,6 +540,41 @@ def test_idle_sees_other_sessions_flags_and_expunge(srv: ImapServer, connect: Co
     assert b"* 1 EXPUNGE" in seen
 
 
+def test_other_sessions_changes_show_after_own_changes(srv: ImapServer, connect: Connect) -> None:
+    """Two sessions on one mailbox (RFC 9051 §7.5.1): each one's STORE, APPEND
+    and EXPUNGE reach the other at its next command, also when that command
+    is a STORE that changes nothing; both views end as a fresh session sees
+    the mailbox (flags, MODSEQ, INTERNALDATE, size)."""
+    for i in range(4):
+        srv.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
+    a, b = connect(), connect()
+    for session in (a, b):
+        assert session.enable("CONDSTORE")[0] == "OK"
+        session.select("INBOX")
+    assert a.uid("STORE", "1", "+FLAGS", "(\\Seen)")[0] == "OK"
+    typ, _ = a.append("INBOX", "(\\Flagged $Label)", None, b"Subject: 5\r\n\r\nx\r\n")
+    assert typ == "OK" and a.untagged_responses.pop("EXISTS")[-1] == b"5"
+    assert b.uid("STORE", "2", "+FLAGS", "(\\Flagged)")[0] == "OK"
+    typ, data = a.uid("STORE", "3", "+FLAGS", "(\\Answered)")
+    assert typ == "OK"
+    assert any(b"UID 2 " in d and b"\\Flagged" in d for d in data), data
+    assert b.uid("STORE", "1:2", "+FLAGS", "(\\Seen)")[0] == "OK"
+    typ, data = a.uid("STORE", "1", "+FLAGS", "(\\Seen)")  # changes nothing itself
+    assert typ == "OK"
+    assert any(b"UID 2 " in d and b"\\Seen" in d for d in data), data
+    assert a.uid("STORE", "4", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert a.expunge() == ("OK", [b"4"])
+    assert b.noop()[1] == [b"4"] or b.untagged_responses.get("EXPUNGE") == [b"4"]
+    fresh = connect()
+    assert fresh.enable("CONDSTORE")[0] == "OK"
+    fresh.select("INBOX")
+    items = "(FLAGS MODSEQ INTERNALDATE RFC822.SIZE)"
+    want = fresh.uid("FETCH", "1:*", items)[1]
+    assert re.findall(rb"MODSEQ \((\d+)\)", b"".join(want))  # CONDSTORE was on
+    assert a.uid("FETCH", "1:*", items)[1] == want
+    assert b.uid("FETCH", "1:*", items)[1] == want
+
+
 def _idle_during(
     srv: ImapServer, client_tls: ssl.SSLContext, action: Callable[[], None]
 ) -> tuple[list[Any], float]:
