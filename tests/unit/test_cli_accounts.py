@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -253,3 +254,66 @@ def test_user_add_and_del_with_the_real_store(config: Path) -> None:
     assert all((maildir / sub).is_dir() for sub in ("cur", "new", "tmp"))
     ok(runner.invoke(cli, [*base, "user", "del", "bob@example.test"]))
     assert maildir.is_dir()  # mail files are kept
+
+
+# --- running as root -------------------------------------------------------------
+
+
+class _Identity:
+    """Records the privilege calls ``act_as_data_owner`` makes (none really made)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, euid: int) -> None:
+        self.calls: list[tuple[str, object]] = []
+        monkeypatch.setattr("os.geteuid", lambda: euid)
+        for name in ("setgroups", "setgid", "setuid"):
+            monkeypatch.setattr(f"os.{name}", lambda arg, name=name: self.calls.append((name, arg)))
+
+
+def _owned_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uid: int) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    real_stat = Path.stat
+
+    def stat(self: Path, **kwargs: Any) -> Any:
+        result = real_stat(self, **kwargs)
+        if self == data:  # as if chown'ed to uid (the test runs as root or not)
+            fields = list(result)
+            fields[4], fields[5] = uid, uid + 1
+            return os.stat_result(fields)
+        return result
+
+    monkeypatch.setattr(Path, "stat", stat)
+    return data
+
+
+def test_root_acts_as_the_data_directorys_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo pochta user add` must not leave root-owned Maildirs that the server
+    (running as the data directory's owner) cannot write."""
+    from pochta.cli import act_as_data_owner
+
+    data = _owned_data_dir(tmp_path, monkeypatch, uid=1234)
+    ids = _Identity(monkeypatch, euid=0)
+    act_as_data_owner(data)
+    assert ids.calls == [("setgroups", []), ("setgid", 1235), ("setuid", 1234)]
+    # Root's own data directory, a missing one, or a non-root caller: no change.
+    ids.calls.clear()
+    act_as_data_owner(tmp_path / "missing")
+    user = _Identity(monkeypatch, euid=1000)
+    act_as_data_owner(data)
+    assert ids.calls == [] and user.calls == []
+
+
+def test_settings_drop_privileges_except_for_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _owned_data_dir(tmp_path, monkeypatch, uid=1234)
+    config = tmp_path / "pochta.toml"
+    config.write_text(f'hostname = "mail.example.test"\ndata_dir = "{data}"\n')
+    ids = _Identity(monkeypatch, euid=0)
+    CliContext(config).settings()
+    assert ("setuid", 1234) in ids.calls
+    ids.calls.clear()
+    CliContext(config, keep_privileges=True).settings()
+    assert ids.calls == []

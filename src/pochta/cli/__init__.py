@@ -10,6 +10,7 @@ and ``main`` turns those into that one line.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,12 +34,17 @@ class CliContext:
     config_path: Path | None
     _settings: Settings | None = None
     _accounts: Accounts | None = field(default=None, repr=False)
+    #: ``serve`` keeps root (it binds ports below 1024); every other command
+    #: acts as the data directory's owner (see ``act_as_data_owner``).
+    keep_privileges: bool = False
 
     def settings(self) -> Settings:
         if self._settings is None:
             from pochta.config import load_settings
 
             self._settings = load_settings(self.config_path)
+            if not self.keep_privileges:
+                act_as_data_owner(self._settings.data_dir)
         return self._settings
 
     def accounts(self) -> Accounts:
@@ -69,6 +75,28 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def act_as_data_owner(data_dir: Path) -> None:
+    """Started as root on a data directory another user owns: become that user.
+
+    Why: the server runs as that user; a ``pochta user add`` run with sudo
+    would otherwise leave root-owned Maildirs, journal files and a
+    root-only ``run/notify/`` behind, which the server then cannot write
+    (new mail to that user would be refused). Dovecot's doveadm and
+    Postfix's postsuper likewise do their work as the mail owner.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        owner = data_dir.stat()
+    except OSError:  # not created yet: whoever creates it owns it
+        return
+    if owner.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
 
 
 @click.group()

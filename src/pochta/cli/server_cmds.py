@@ -48,6 +48,7 @@ def serve(ctx: CliContext) -> None:
     from pochta.observe.log import setup_logging
     from pochta.server import Server
 
+    ctx.keep_privileges = True  # it may bind ports below 1024
     settings = ctx.settings()
     setup_logging()
     asyncio.run(Server(settings).serve_forever())
