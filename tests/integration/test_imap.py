@@ -831,6 +831,53 @@ def test_qresync_resync_after_changes(
     assert lines[0].startswith(b"* OK [CLOSED]") and not any(b"VANISHED" in x for x in lines)
 
 
+def test_qresync_after_old_tombstones_were_pruned(
+    srv: ImapServer, raw: Callable[..., Raw], connect: Connect
+) -> None:
+    """Once the tombstones a client's MODSEQ needs are pruned, QRESYNC SELECT
+    and UID FETCH (VANISHED) report every UID of the range that no longer
+    exists (RFC 7162 §3.2.5.2), a session idle across the pruning still
+    hears of its expunges, and a re-SELECT reads the mailbox afresh."""
+    from pochta.store.mailbox_jobs import PruneTombstonesJob
+
+    for i in range(8):
+        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    r = raw()
+    r.send(b"a ENABLE QRESYNC\r\nb SELECT INBOX\r\n")
+    r.until(b"a")
+    out = b"".join(r.until(b"b"))
+    uidvalidity = int(re.findall(rb"\[UIDVALIDITY (\d+)\]", out)[0])
+    modseq = int(re.findall(rb"\[HIGHESTMODSEQ (\d+)\]", out)[0])
+    idle, reselect = connect(), connect()
+    idle.select("INBOX")
+    reselect.select("INBOX")
+    other = connect()
+    other.select("INBOX")
+    for uid in ("2", "3", "6"):  # three expunges, three MODSEQs
+        other.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+        other.expunge()
+    store = srv.server.store
+    assert srv.call(lambda: store._submit(PruneTombstonesJob(1))) == 2  # UID 6's stays
+    # The idle session's view (older than the floor) still loses 2, 3 and 6.
+    assert idle.noop()[0] == "OK"
+    assert sorted(idle.untagged_responses.get("EXPUNGE", [])) == [b"2", b"3", b"6"]
+    assert idle.uid("SEARCH", "ALL")[1] == [b"1 4 5 7 8"]
+    # QRESYNC from before the floor: every UID of 1:8 that is gone.
+    r.send(b"c UNSELECT\r\n")
+    r.until(b"c")
+    r.send(b"d SELECT INBOX (QRESYNC (%d %d 1:8))\r\n" % (uidvalidity, modseq))
+    lines = r.until(b"d")
+    assert b"* VANISHED (EARLIER) 2:3,6\r\n" in lines
+    assert b"* 5 EXISTS\r\n" in lines
+    r.send(b"e UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % modseq)
+    assert r.until(b"e")[0] == b"* VANISHED (EARLIER) 2:3,6\r\n"
+    r.send(b"f UID FETCH 4:7 (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % modseq)
+    assert r.until(b"f")[0] == b"* VANISHED (EARLIER) 6\r\n"
+    # A re-SELECT of the same mailbox from a view older than the floor.
+    assert reselect.select("INBOX")[1] == [b"5"]
+    assert reselect.uid("SEARCH", "ALL")[1] == [b"1 4 5 7 8"]
+
+
 def test_list_extended_recursivematch(raw: Callable[..., Raw]) -> None:
     r = raw()
     r.send(b"a CREATE Top/Child\r\nb UNSUBSCRIBE Top\r\nc SUBSCRIBE Top/Child\r\n")

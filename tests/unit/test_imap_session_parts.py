@@ -6,11 +6,20 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pochta.imap.connection import Closed, Connection
 from pochta.imap.mailbox import pattern_regex
-from pochta.imap.selected import uses_modseq
-from pochta.imap.types import SearchAll, SearchAnd, SearchModSeq, SearchNot, SearchOr
+from pochta.imap.selected import _absent, uses_modseq
+from pochta.imap.types import (
+    SearchAll,
+    SearchAnd,
+    SearchModSeq,
+    SearchNot,
+    SearchOr,
+    SequenceSet,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +95,21 @@ async def test_connection_overlong_line_split_across_packets() -> None:
     conn.data_received(b"\r\nok\r\n")
     assert await reader is None
     assert await conn.read_line(10) == b"ok\r\n"
+
+
+@given(
+    st.lists(st.integers(1, 60), unique=True).map(sorted),
+    st.lists(st.tuples(st.integers(1, 70), st.integers(0, 10)), max_size=6),
+)
+def test_absent_ranges_match_the_set_difference(
+    present: list[int], spans: list[tuple[int, int]]
+) -> None:
+    """``_absent`` (VANISHED after pruned tombstones) computes, as ranges,
+    exactly the numbers of ``within`` missing from ``present``."""
+    within = SequenceSet(tuple((lo, lo + n) for lo, n in spans)).bounds(80) if spans else []
+    got = _absent(present, within)
+    numbers = [n for lo, hi in got for n in range(lo, hi + 1)]
+    want = [n for lo, hi in within for n in range(lo, hi + 1) if n not in set(present)]
+    assert numbers == want
+    assert all(a <= b for a, b in got)
+    assert all(got[i][1] < got[i + 1][0] for i in range(len(got) - 1))

@@ -41,6 +41,7 @@ from pochta.imap.parser import is_idle_done
 from pochta.imap.search import Need, SearchContext, SearchMessage, search
 from pochta.imap.session import Abort, ImapSession, State
 from pochta.imap.types import (
+    MAX_SET_ITEMS,
     BinarySection,
     BinarySize,
     BodySection,
@@ -217,6 +218,13 @@ class Selected:
         else:
             changes = await s.store.changes(self.name, self.highestmodseq)
             self.stamp, self.synced_at = stamp, now
+            if not changes.complete:
+                # The view is older than the tombstones kept: what of it is
+                # gone is what no longer exists (rare: a session idle across
+                # tens of thousands of expunges).
+                existing = {i.uid for i in await s.store.messages(self.name)}
+                gone = tuple(u for u in self.uids if u not in existing)
+                changes = dataclasses.replace(changes, vanished=gone, complete=True)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
         for uid in changes.vanished:
             if uid in self.info:
@@ -359,8 +367,8 @@ async def _reopen(
     except InvalidMailboxName:
         return None
     changes = await s.store.changes(previous.name, previous.highestmodseq)
-    if changes.uidvalidity != previous.uidvalidity:
-        return None
+    if changes.uidvalidity != previous.uidvalidity or not changes.complete:
+        return None  # (incomplete: older than the tombstones kept; read it all)
     view = Selected(
         previous.name,
         cmd.readonly,
@@ -404,13 +412,48 @@ async def _resync(s: ImapSession, view: Selected, qr: QResync) -> None:
     def wanted(uid: int) -> bool:
         return known is None or known.contains(uid, top)
 
-    gone = [u for u in changes.vanished if wanted(u) and u not in view.info]
-    if gone:
-        s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
+    if changes.complete:
+        gone = [u for u in changes.vanished if wanted(u) and u not in view.info]
+        if gone:
+            s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
+    else:
+        # Tombstones that old were pruned: every UID of the client's range
+        # that no longer exists, as RFC 7162 §3.2.5.2 allows a server that
+        # keeps no expunge history to answer.
+        top = max(top, changes.uidnext - 1)
+        within = known.bounds(top) if known is not None else [(1, top)]
+        _vanished_earlier(s, _absent(view.uids, within))
     for info in changes.changed:
         current = view.info.get(info.uid)
         if current is not None and wanted(info.uid):
             s.untagged(flags_fetch(s, view.seq(info.uid), current, uid=True))
+
+
+def _absent(present: Sequence[int], within: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges of numbers inside ``within`` (sorted, disjoint, inclusive)
+    that are not in ``present`` (ascending): without listing them one by one,
+    for a range may span millions of long-gone UIDs."""
+    out: list[tuple[int, int]] = []
+    i, n = 0, len(present)
+    for lo, hi in within:
+        i = bisect_left(present, lo, i)
+        cur = lo
+        while i < n and present[i] <= hi:
+            if present[i] > cur:
+                out.append((cur, present[i] - 1))
+            cur = present[i] + 1
+            i += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return out
+
+
+def _vanished_earlier(s: ImapSession, ranges: Sequence[tuple[int, int]]) -> None:
+    """``VANISHED (EARLIER)`` for ``ranges``, split so that no response holds
+    more ranges than a sequence set may (``MAX_SET_ITEMS``)."""
+    for first in range(0, len(ranges), MAX_SET_ITEMS):
+        chunk = tuple((a, b) for a, b in ranges[first : first + MAX_SET_ITEMS])
+        s.untagged(f"VANISHED (EARLIER) {SequenceSet(chunk)}")
 
 
 # --- selected-state commands ------------------------------------------------------------
@@ -459,10 +502,15 @@ async def fetch(s: ImapSession, tag: str, cmd: Fetch) -> None:
         if cmd.vanished:  # RFC 7162 §3.2.6: UIDs expunged since, within the set
             changes = await s.store.changes(view.name, since)
             top = max([*changes.vanished, *view.uids, 1])
-            gone = [u for u in changes.vanished if cmd.sequence_set.contains(u, top)]
-            gone = [u for u in gone if u not in view.info or u in view.pending]
-            if gone:
-                s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
+            if changes.complete:
+                gone = [u for u in changes.vanished if cmd.sequence_set.contains(u, top)]
+                gone = [u for u in gone if u not in view.info or u in view.pending]
+                if gone:
+                    s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
+            else:  # pruned tombstones: every UID of the set that is gone (§3.2.5.2)
+                top = max(top, changes.uidnext - 1)
+                present = [u for u in view.uids if u not in view.pending]
+                _vanished_earlier(s, _absent(present, cmd.sequence_set.bounds(top)))
         if fetchmod.Item.MODSEQ not in items:
             items.append(fetchmod.Item.MODSEQ)
     request = fetchmod.Fetch(items, utf8=s.utf8, rev2=s.rev2)

@@ -155,6 +155,12 @@ class Changes:
     #: builds its view from the previous one and these (0 when not known).
     uidvalidity: int = 0
     uidnext: int = 0
+    #: False when ``since`` is older than the tombstones the store still keeps
+    #: (it forgets old ones): ``vanished`` then lists only those kept, and a
+    #: caller that needs every UID expunged since compares the UIDs it knows
+    #: with the existing ones (RFC 7162 §3.2.5.2 lets a server report every
+    #: UID of a range that no longer exists).
+    complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,3 +189,16 @@ class FenceModseqJob(Job[None]):
 
     def apply(self, tx: Tx) -> None:
         tx.conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + ?", (MODSEQ_FENCE,))
+
+
+class PruneTombstonesJob(Job[int]):
+    """Forget all but about the newest ``keep`` tombstones of each mailbox
+    (``index.prune_tombstones``); returns how many went."""
+
+    durable = False  # tombstones only: losing the pruning loses nothing
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+
+    def apply(self, tx: Tx) -> int:
+        return index.prune_tombstones(tx.conn, self.keep)

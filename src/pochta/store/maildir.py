@@ -87,6 +87,7 @@ from pochta.store.mailbox_jobs import (
     DeleteJob,
     DeleteUserJob,
     FenceModseqJob,
+    PruneTombstonesJob,
     RenameJob,
     SubscribeJob,
 )
@@ -132,6 +133,10 @@ class MaildirStore:
         #: mailbox that reused an id from meeting the old entries.
         self.meta_cache = MetaCache(META_CACHE_SIZE)
         self.info_cache = InfoCache(INFO_CACHE_SIZE)
+        #: UIDs expunged here since the last pruning of tombstones, and that
+        #: pruning while it runs (see ``_expunged``).
+        self._since_prune = 0
+        self._pruning: asyncio.Future[None] | None = None
         self._writer = Writer(
             self._open_index,
             self._publish,
@@ -173,6 +178,8 @@ class MaildirStore:
 
     async def close(self) -> None:
         """Finish queued writes, then stop every thread and close every connection."""
+        if self._pruning is not None:
+            await self._pruning
         await self._writer.stop()
         self.bus.close()
         w = self._writer
@@ -185,6 +192,24 @@ class MaildirStore:
         )
         self._readers = None
         self.feed.close_all()
+
+    def _expunged(self, count: int) -> None:
+        """``count`` more UIDs were expunged: every ``PRUNE_EVERY``, forget the
+        tombstones beyond the newest ``TOMBSTONES_KEPT`` of each mailbox."""
+        self._since_prune += count
+        if self._since_prune >= PRUNE_EVERY and self._pruning is None:
+            self._since_prune = 0
+            self._pruning = asyncio.ensure_future(self._prune())
+
+    async def _prune(self) -> None:
+        try:
+            removed = await self._submit(PruneTombstonesJob(TOMBSTONES_KEPT))
+            if removed:
+                log.info("store: %d old expunge tombstones pruned", removed)
+        except StoreError as exc:  # e.g. the store is closing; next time then
+            log.warning("store: pruning tombstones failed: %s", exc)
+        finally:
+            self._pruning = None
 
     def _open_index(self) -> sqlite3.Connection:
         os.makedirs(self.layout.root, mode=0o700, exist_ok=True)
@@ -397,6 +422,7 @@ class MaildirMailboxes:
 
         def op(conn: sqlite3.Connection) -> Changes:
             box = index.user_mailbox(conn, user, name)
+            vanished, complete = index.vanished(conn, box.id, since)
             return Changes(
                 box.highestmodseq,
                 tuple(
@@ -406,9 +432,10 @@ class MaildirMailboxes:
                         complete=since == 0,
                     )
                 ),
-                tuple(index.vanished(conn, box.id, since)),
+                tuple(vanished),
                 box.uidvalidity,
                 box.uidnext,
+                complete,
             )
 
         # Usually the few changes since the last look (IDLE, a resync).
@@ -503,13 +530,17 @@ class MaildirMailboxes:
     ) -> builtins.list[int]:
         wanted = None if uids is None else sorted(set(uids))
         job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted, scope=scope)
-        return await self._store._submit(job)
+        gone = await self._store._submit(job)
+        self._store._expunged(len(gone))
+        return gone
 
     async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
         job = ExpungeJob(
             self._layout, self._user, names.normalize(name), sorted(set(uids)), any_flags=True
         )
-        return await self._store._submit(job)
+        gone = await self._store._submit(job)
+        self._store._expunged(len(gone))
+        return gone
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
         return await self._transfer(name, uids, dest, move=False)
@@ -528,7 +559,10 @@ class MaildirMailboxes:
             names.normalize(dest),
             move,
         )
-        return await self._store._submit(job)
+        result = await self._store._submit(job)
+        if move:
+            self._store._expunged(len(result.source_uids))
+        return result
 
     def watch(self) -> Watch:
         return self._store.feed.watch(self._user)
@@ -619,6 +653,14 @@ class MetaCache:
             while len(items) > self._size:
                 items.popitem(last=False)
 
+
+#: Expunge tombstones kept per mailbox: a QRESYNC client that synced within
+#: the last this many expunges gets exactly the UIDs expunged since; an
+#: older one gets every UID of its range that no longer exists (RFC 7162
+#: §3.2.5.2). ~40 bytes each.
+TOMBSTONES_KEPT = 50_000
+#: UIDs expunged (in this process) between two prunings.
+PRUNE_EVERY = 10_000
 
 #: Index rows kept decoded (see :class:`InfoCache`), over all mailboxes.
 INFO_CACHE_SIZE = 100_000
