@@ -458,6 +458,33 @@ def test_search_keys_through_the_wire(srv: ImapServer, connect: Connect) -> None
     assert client.untagged_responses.pop("ESEARCH")[0].endswith(b"MIN 1 MAX 3 COUNT 3")
 
 
+def test_flag_searches_agree_with_their_negations(srv: ImapServer, connect: Connect) -> None:
+    """A single system-flag key is answered from the view's rows; it must give
+    what the general search gives for NOT NOT key, with message numbers
+    moved by expunges and a message another session expunged (pending)."""
+    for i in range(6):
+        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    client, other = connect(), connect()
+    client.select("INBOX")
+    other.select("INBOX")
+    client.store("1,4", "+FLAGS", "(\\Seen \\Flagged)")
+    client.store("2", "+FLAGS", "(\\Deleted \\Answered)")
+    client.expunge()  # UID 2 goes: message numbers of 3..6 move down
+    other.uid("STORE", "5", "+FLAGS", "(\\Deleted)")
+    other.expunge()  # UID 5: pending in the client's view until a NOOP
+
+    def search(*criteria: str, uid: bool) -> list[bytes]:
+        typ, data = client.uid("SEARCH", *criteria) if uid else client.search(None, *criteria)
+        assert typ == "OK"
+        return data[0].split()
+
+    for key in ("SEEN", "UNSEEN", "FLAGGED", "UNFLAGGED", "ANSWERED", "DELETED", "RECENT"):
+        for uid in (False, True):
+            assert search(key, uid=uid) == search("NOT", "NOT", key, uid=uid), (key, uid)
+    assert search("UNSEEN", uid=True) == [b"3", b"6"]
+    assert search("SEEN", uid=False) == [b"1", b"3"]
+
+
 def test_store_expunge_copy_move_with_uidplus(srv: ImapServer, connect: Connect) -> None:
     for i in range(5):
         srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)

@@ -60,6 +60,7 @@ from pochta.imap.types import (
     Search,
     SearchAll,
     SearchAnd,
+    SearchFlag,
     SearchKey,
     SearchModSeq,
     SearchNot,
@@ -626,10 +627,20 @@ async def search_(s: ImapSession, tag: str, cmd: Search) -> None:
     modseq_key = uses_modseq(cmd.key)
     if modseq_key:
         enable_condstore(s)
-    if isinstance(cmd.key, SearchAll):
-        # The most common SEARCH of all (clients listing UIDs): no per-message work.
+    key = cmd.key
+    if isinstance(key, SearchAll) or (isinstance(key, SearchFlag) and key.flag.startswith("\\")):
+        # The most common SEARCHes (clients listing UIDs, or the unseen
+        # ones): answered from the view's rows, no per-message search view.
         pending = view.pending
-        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if uid not in pending]
+        if isinstance(key, SearchFlag):
+            info, flag, present = view.info, key.flag, key.present
+            live = [
+                (seq, uid)
+                for seq, uid in enumerate(view.uids, 1)
+                if uid not in pending and (flag in info[uid].flags) is present
+            ]
+        else:
+            live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if uid not in pending]
         matched = [uid for _, uid in live]
         numbers = matched if cmd.uid else [seq for seq, _ in live]
         found: list[SearchMessage] = []
