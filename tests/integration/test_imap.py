@@ -39,6 +39,7 @@ from pochta.imap.session import State
 from pochta.limits import ConnectionLimiter
 from pochta.server import Server
 from pochta.store import Recipient
+from pochta.store.maildir import MaildirMailboxes
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -859,12 +860,13 @@ def test_qresync_resync_after_changes(
 
 
 def test_qresync_after_old_tombstones_were_pruned(
-    srv: ImapServer, raw: Callable[..., Raw], connect: Connect
+    srv: ImapServer, raw: Callable[..., Raw], connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the tombstones a client's MODSEQ needs are pruned, QRESYNC SELECT
     and UID FETCH (VANISHED) report every UID of the range that no longer
-    exists (RFC 7162 §3.2.5.2), a session idle across the pruning still
-    hears of its expunges, and a re-SELECT reads the mailbox afresh."""
+    exists (RFC 7162 §3.2.5.2) but never a message the session has not been
+    told of yet; a session idle across the pruning still hears of its
+    expunges (also of one racing its two reads); a re-SELECT reads afresh."""
     from pochta.store.mailbox_jobs import PruneTombstonesJob
 
     for i in range(8):
@@ -885,24 +887,45 @@ def test_qresync_after_old_tombstones_were_pruned(
         other.expunge()
     store = srv.server.store
     assert srv.call(lambda: store._submit(PruneTombstonesJob(1))) == 2  # UID 6's stays
-    # The idle session's view (older than the floor) still loses 2, 3 and 6.
+    # The idle session's view is older than the floor: it compares its UIDs
+    # with the existing ones, in a second read. UID 8 changes (in the first
+    # read) and is expunged just before the second: it must not come back.
+    other.uid("STORE", "8", "+FLAGS", "(\\Deleted)")
+    original = MaildirMailboxes.messages
+    raced: list[str] = []
+
+    async def racing(self: MaildirMailboxes, name: str) -> Any:
+        if not raced:
+            raced.append(name)
+            await self.expunge(name, [8])
+        return await original(self, name)
+
+    monkeypatch.setattr(MaildirMailboxes, "messages", racing)
+    idle.untagged_responses.clear()  # the SELECT's
     assert idle.noop()[0] == "OK"
-    assert sorted(idle.untagged_responses.get("EXPUNGE", [])) == [b"2", b"3", b"6"]
-    assert idle.uid("SEARCH", "ALL")[1] == [b"1 4 5 7 8"]
+    monkeypatch.setattr(MaildirMailboxes, "messages", original)
+    assert raced == ["INBOX"]
+    assert sorted(idle.untagged_responses.pop("EXPUNGE", [])) == [b"2", b"3", b"6", b"8"]
+    assert "EXISTS" not in idle.untagged_responses
+    assert idle.uid("SEARCH", "ALL")[1] == [b"1 4 5 7"]
     # QRESYNC from before the floor: every UID of 1:8 that is gone.
     r.send(b"c UNSELECT\r\n")
     r.until(b"c")
     r.send(b"d SELECT INBOX (QRESYNC (%d %d 1:8))\r\n" % (uidvalidity, modseq))
     lines = r.until(b"d")
-    assert b"* VANISHED (EARLIER) 2:3,6\r\n" in lines
-    assert b"* 5 EXISTS\r\n" in lines
+    assert b"* VANISHED (EARLIER) 2:3,6,8\r\n" in lines
+    assert b"* 4 EXISTS\r\n" in lines
+    # New mail the session has not been told of is not "vanished".
+    srv.deliver(b"Subject: new\r\n\r\nbody\r\n")
     r.send(b"e UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % modseq)
-    assert r.until(b"e")[0] == b"* VANISHED (EARLIER) 2:3,6\r\n"
+    lines = r.until(b"e")
+    assert lines[0] == b"* VANISHED (EARLIER) 2:3,6,8\r\n", lines
+    assert b"* 5 EXISTS\r\n" in lines  # announced after the command
     r.send(b"f UID FETCH 4:7 (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % modseq)
     assert r.until(b"f")[0] == b"* VANISHED (EARLIER) 6\r\n"
     # A re-SELECT of the same mailbox from a view older than the floor.
     assert reselect.select("INBOX")[1] == [b"5"]
-    assert reselect.uid("SEARCH", "ALL")[1] == [b"1 4 5 7 8"]
+    assert reselect.uid("SEARCH", "ALL")[1] == [b"1 4 5 7 9"]
 
 
 def test_list_extended_recursivematch(raw: Callable[..., Raw]) -> None:

@@ -41,7 +41,6 @@ from pochta.imap.parser import is_idle_done
 from pochta.imap.search import Need, SearchContext, SearchMessage, search
 from pochta.imap.session import Abort, ImapSession, State
 from pochta.imap.types import (
-    MAX_SET_ITEMS,
     BinarySection,
     BinarySize,
     BodySection,
@@ -127,6 +126,9 @@ class Selected:
         #: The store's change stamp when the view was last synced, and when.
         self.stamp = -1
         self.synced_at = 0.0
+        #: UIDNEXT as of the view's last read of the store: every UID below it
+        #: not in ``uids`` (nor pending) is gone; above it the view knows nothing.
+        self.uidnext = 1
 
     def search_messages(self) -> list[SearchMessage]:
         """The index rows as SEARCH sees them, numbered; kept between SEARCHes.
@@ -222,11 +224,16 @@ class Selected:
             if not changes.complete:
                 # The view is older than the tombstones kept: what of it is
                 # gone is what no longer exists (rare: a session idle across
-                # tens of thousands of expunges).
+                # tens of thousands of expunges). A second read, so a row
+                # changed in the first but gone by the second is dropped
+                # (else a just-expunged highest UID would come back as new);
+                # one that arrived in between comes with the next sync.
                 existing = {i.uid for i in await s.store.messages(self.name)}
                 gone = tuple(u for u in self.uids if u not in existing)
-                changes = dataclasses.replace(changes, vanished=gone, complete=True)
+                kept = tuple(i for i in changes.changed if i.uid in existing)
+                changes = dataclasses.replace(changes, changed=kept, vanished=gone, complete=True)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+        self.uidnext = max(self.uidnext, changes.uidnext)
         for uid in changes.vanished:
             if uid in self.info:
                 self.pending.add(uid)
@@ -333,6 +340,7 @@ async def select(s: ImapSession, tag: str, cmd: Select | Examine) -> None:
             view.info[info.uid] = info
             view.keywords.update(info.flags - SYSTEM_FLAGS)
     view.stamp, view.synced_at = stamp, time.monotonic()
+    view.uidnext = uidnext
     s.untagged(view.flags_line())
     s.untagged(b"%d EXISTS" % len(view.uids))
     if not s.rev2:
@@ -421,7 +429,9 @@ async def _resync(s: ImapSession, view: Selected, qr: QResync) -> None:
         # Tombstones that old were pruned: every UID of the client's range
         # that no longer exists, as RFC 7162 §3.2.5.2 allows a server that
         # keeps no expunge history to answer.
-        top = max(top, changes.uidnext - 1)
+        # Only below the UIDNEXT this SELECT reported: a message that
+        # arrived since is not in the view, and is not gone.
+        top = view.uidnext - 1
         within = known.bounds(top) if known is not None else [(1, top)]
         _vanished_earlier(s, _absent(view.uids, within))
     for info in changes.changed:
@@ -449,11 +459,17 @@ def _absent(present: Sequence[int], within: Sequence[tuple[int, int]]) -> list[t
     return out
 
 
+#: Ranges per VANISHED (EARLIER) line when listing gone UIDs by range: lines
+#: stay under ~20 KB (RFC 2683 §3.2.1.5 asks clients to take 8,000 octets;
+#: many take far more, none need one line).
+VANISHED_RANGES_PER_LINE = 1_000
+
+
 def _vanished_earlier(s: ImapSession, ranges: Sequence[tuple[int, int]]) -> None:
-    """``VANISHED (EARLIER)`` for ``ranges``, split so that no response holds
-    more ranges than a sequence set may (``MAX_SET_ITEMS``)."""
-    for first in range(0, len(ranges), MAX_SET_ITEMS):
-        chunk = tuple((a, b) for a, b in ranges[first : first + MAX_SET_ITEMS])
+    """``VANISHED (EARLIER)`` for ``ranges``, split over several responses."""
+    step = VANISHED_RANGES_PER_LINE
+    for first in range(0, len(ranges), step):
+        chunk = tuple((a, b) for a, b in ranges[first : first + step])
         s.untagged(f"VANISHED (EARLIER) {SequenceSet(chunk)}")
 
 
@@ -509,9 +525,19 @@ async def fetch(s: ImapSession, tag: str, cmd: Fetch) -> None:
                 if gone:
                     s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
             else:  # pruned tombstones: every UID of the set that is gone (§3.2.5.2)
-                top = max(top, changes.uidnext - 1)
+                # Below the view's UIDNEXT, what the view lacks is gone; above
+                # it (mail that came since the last sync) only the tombstones
+                # kept tell.
+                known_top = view.uidnext - 1
                 present = [u for u in view.uids if u not in view.pending]
-                _vanished_earlier(s, _absent(present, cmd.sequence_set.bounds(top)))
+                ranges = _absent(present, cmd.sequence_set.bounds(known_top))
+                later = [
+                    u
+                    for u in changes.vanished
+                    if u > known_top and cmd.sequence_set.contains(u, top)
+                ]
+                ranges += [(u, u) for u in later]
+                _vanished_earlier(s, ranges)
         if fetchmod.Item.MODSEQ not in items:
             items.append(fetchmod.Item.MODSEQ)
     request = fetchmod.Fetch(items, utf8=s.utf8, rev2=s.rev2)

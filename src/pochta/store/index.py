@@ -270,20 +270,35 @@ def vanished(conn: sqlite3.Connection, box_id: int, since: int) -> tuple[list[in
     return uids, floor is None or since >= floor[0]
 
 
-def prune_tombstones(conn: sqlite3.Connection, keep: int) -> int:
+def prune_tombstones(
+    conn: sqlite3.Connection, keep: int, box_ids: Iterable[int] | None = None
+) -> int:
     """Keep about the newest ``keep`` tombstones of each mailbox; the rest go.
 
     Whole MODSEQs go (an expunge of many UIDs shares one), so what remains
     is exactly the tombstones above the mailbox's new floor. Returns how many
     were removed. Without this the table grows with every expunge for ever
     (POP3 users delete all they download); Dovecot likewise forgets old
-    expunges when it rotates its transaction log.
+    expunges when it rotates its transaction log. ``box_ids``: only these
+    mailboxes (those expunged from lately), not a scan of every tombstone.
     """
     removed = 0
-    boxes = conn.execute(
-        "SELECT mailbox_id FROM expunged GROUP BY mailbox_id HAVING count(*) > ?", (keep,)
-    ).fetchall()
-    for (box_id,) in boxes:
+    if box_ids is None:
+        boxes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT mailbox_id FROM expunged GROUP BY mailbox_id HAVING count(*) > ?", (keep,)
+            )
+        ]
+    else:
+        boxes = [
+            b
+            for b in box_ids
+            if conn.execute(
+                "SELECT count(*) > ? FROM expunged WHERE mailbox_id = ?", (keep, b)
+            ).fetchone()[0]
+        ]
+    for box_id in boxes:
         (cutoff,) = conn.execute(
             "SELECT modseq FROM expunged WHERE mailbox_id = ?"
             " ORDER BY modseq DESC LIMIT 1 OFFSET ?",

@@ -276,7 +276,8 @@ class Mailboxes(Protocol):
         ...
 
     async def changes(self, name: str, since: int) -> Changes:
-        """Messages changed and UIDs expunged with MODSEQ > ``since``."""
+        """Messages changed and UIDs expunged with MODSEQ > ``since``
+        (``Changes.complete`` False if tombstones that old were pruned)."""
         ...
 
     async def meta(self, name: str, uids: Sequence[int]) -> dict[int, MessageMeta]:

@@ -136,6 +136,7 @@ class MaildirStore:
         #: UIDs expunged here since the last pruning of tombstones, and that
         #: pruning while it runs (see ``_expunged``).
         self._since_prune = 0
+        self._prune_boxes: set[tuple[str, str]] = set()
         self._pruning: asyncio.Future[None] | None = None
         self._writer = Writer(
             self._open_index,
@@ -193,17 +194,22 @@ class MaildirStore:
         self._readers = None
         self.feed.close_all()
 
-    def _expunged(self, count: int) -> None:
-        """``count`` more UIDs were expunged: every ``PRUNE_EVERY``, forget the
-        tombstones beyond the newest ``TOMBSTONES_KEPT`` of each mailbox."""
+    def _expunged(self, count: int, user: str, name: str) -> None:
+        """``count`` more UIDs were expunged from ``user``'s ``name``: every
+        ``PRUNE_EVERY``, the mailboxes expunged from since the last time keep
+        only their newest ``TOMBSTONES_KEPT`` tombstones."""
+        if not count:
+            return
         self._since_prune += count
+        self._prune_boxes.add((user, name))
         if self._since_prune >= PRUNE_EVERY and self._pruning is None:
+            boxes, self._prune_boxes = self._prune_boxes, set()
             self._since_prune = 0
-            self._pruning = asyncio.ensure_future(self._prune())
+            self._pruning = asyncio.ensure_future(self._prune(boxes))
 
-    async def _prune(self) -> None:
+    async def _prune(self, boxes: set[tuple[str, str]]) -> None:
         try:
-            removed = await self._submit(PruneTombstonesJob(TOMBSTONES_KEPT))
+            removed = await self._submit(PruneTombstonesJob(TOMBSTONES_KEPT, boxes))
             if removed:
                 log.info("store: %d old expunge tombstones pruned", removed)
         except StoreError as exc:  # e.g. the store is closing; next time then
@@ -531,7 +537,7 @@ class MaildirMailboxes:
         wanted = None if uids is None else sorted(set(uids))
         job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted, scope=scope)
         gone = await self._store._submit(job)
-        self._store._expunged(len(gone))
+        self._store._expunged(len(gone), self._user, job.name)
         return gone
 
     async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
@@ -539,7 +545,7 @@ class MaildirMailboxes:
             self._layout, self._user, names.normalize(name), sorted(set(uids)), any_flags=True
         )
         gone = await self._store._submit(job)
-        self._store._expunged(len(gone))
+        self._store._expunged(len(gone), self._user, job.name)
         return gone
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
@@ -561,7 +567,7 @@ class MaildirMailboxes:
         )
         result = await self._store._submit(job)
         if move:
-            self._store._expunged(len(result.source_uids))
+            self._store._expunged(len(result.source_uids), self._user, job.name)
         return result
 
     def watch(self) -> Watch:
