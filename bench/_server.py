@@ -32,6 +32,12 @@ def rss_kib(pid: int, field: str = "VmHWM") -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quickstart(work: Path, first_user: str, listen: str) -> Path:
     """A dev server directory whose ``[listen]`` section is ``listen``; the settings path."""
     subprocess.run(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import imaplib
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from _server import free_port, quickstart, rss_kib, serve, set_password, stop
+from _server import cpu_seconds, free_port, quickstart, rss_kib, serve, set_password, stop
 
 PASSWORD = "bench-password"
 
@@ -87,7 +88,14 @@ def cycle(client: imaplib.IMAP4, n: int) -> int:
     return sent
 
 
+#: (server CPU us per command, client CPU share) of the last run_mode, when
+#: the server is ours (``SERVER_PID``); see ``main``.
+SERVER_PID: int | None = None
+LAST_CPU: tuple[float, float] | None = None
+
+
 def run_mode(port: int, users: list[str], seconds: float, per_cycle_login: bool) -> float:
+    global LAST_CPU
     counts = [0] * len(users)
     stop = time.monotonic() + seconds
 
@@ -108,12 +116,21 @@ def run_mode(port: int, users: list[str], seconds: float, per_cycle_login: bool)
             client.logout()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(users))]
+    server0 = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
+    client0 = os.times()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    client1 = os.times()
+    commands = sum(counts)
+    if SERVER_PID and commands:
+        server_us = (cpu_seconds(SERVER_PID) - server0) / commands * 1e6
+        client = (client1.user + client1.system - client0.user - client0.system) / elapsed
+        LAST_CPU = (server_us, client)
+    return commands / elapsed
 
 
 def main() -> None:
@@ -162,13 +179,21 @@ def main() -> None:
         # Phase marks on stderr, for attaching a profiler to the right phase.
         pid = proc.pid if proc else "-"
         print(f"held mode starts (server pid {pid})", file=sys.stderr, flush=True)
+        global SERVER_PID
+        SERVER_PID = proc.pid if proc else None
         held = run_mode(port, users, args.seconds, per_cycle_login=False)
+        held_cpu = LAST_CPU
         relog = 0.0
         if not args.held_only:
             print("login mode starts", file=sys.stderr, flush=True)
             relog = run_mode(port, users, args.seconds, per_cycle_login=True)
         print(f"{args.c} clients, {args.messages} messages each, {args.seconds:.0f} s per mode")
         print(f"  sessions held open:        {held:8.0f} commands/s")
+        if held_cpu is not None:
+            print(
+                f"    server CPU {held_cpu[0]:.0f} us per command (all threads, user+system);"
+                f" this client used {held_cpu[1]:.2f} CPUs"
+            )
         if not args.held_only:
             print(f"  login + logout per cycle:  {relog:8.0f} commands/s")
         if proc is not None:
