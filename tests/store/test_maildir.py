@@ -450,13 +450,13 @@ async def test_expunge_of_a_big_mailbox_leaves_the_loop(
 async def test_old_tombstones_are_pruned_and_changes_say_so(
     maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every PRUNE_EVERY expunged UIDs, each mailbox keeps about its newest
+    """Every PRUNE_EVERY expunged UIDs, each mailbox keeps its newest
     TOMBSTONES_KEPT tombstones (whole MODSEQs); ``changes`` since an older
     MODSEQ says it is incomplete, since a newer one stays exact."""
     from pochta.store import maildir as maildir_module
 
     monkeypatch.setattr(maildir_module, "PRUNE_EVERY", 4)
-    monkeypatch.setattr(maildir_module, "TOMBSTONES_KEPT", 3)
+    monkeypatch.setattr(maildir_module, "TOMBSTONES_KEPT", 2)
     box = maildir_store.mailboxes(ALICE)
     uids = [(await box.append(INBOX, MSG)).uid for _ in range(8)]
     start = (await box.status(INBOX)).highestmodseq
@@ -470,14 +470,48 @@ async def test_old_tombstones_are_pruned_and_changes_say_so(
         if maildir_store._pruning is None:
             break
         await asyncio.sleep(0.01)
-    # The pruning ran after the second expunge (4 UIDs): of its 4 tombstones
-    # at most 3 stay, in whole MODSEQs, so the first expunge's pair went.
+    # The pruning ran after the second expunge (4 UIDs): the newest 2 stay
+    # (a whole MODSEQ), so the first expunge's pair went.
     old = await box.changes(INBOX, start)
     assert not old.complete and old.vanished == tuple(uids[2:6])
     assert (await box.changes(INBOX, marks[0])).complete  # the floor itself
     exact = await box.changes(INBOX, marks[1])
     assert exact.complete and exact.vanished == tuple(uids[4:6])
     assert [m.uid for m in await box.messages(INBOX)] == uids[6:]
+
+
+async def test_tombstone_pruning_counts_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expunges counted before a restart still count: a server restarted more
+    often than every PRUNE_EVERY expunges prunes at its next open."""
+    from pochta.store import maildir as maildir_module
+
+    monkeypatch.setattr(maildir_module, "TOMBSTONES_KEPT", 1)
+    monkeypatch.setattr(maildir_module, "PRUNE_EVERY", 100)  # never in this process
+    first = MaildirStore(tmp_path / "data")
+    await first.open()
+    await first.create_user(ALICE)
+    box = first.mailboxes(ALICE)
+    uids = [(await box.append(INBOX, MSG)).uid for _ in range(4)]
+    start = (await box.status(INBOX)).highestmodseq
+    for pair in (uids[:2], uids[2:]):
+        await box.store(INBOX, pair, [DELETED], StoreMode.ADD)
+        await box.expunge(INBOX, pair)
+    assert (await box.changes(INBOX, start)).complete
+    await first.close()
+    monkeypatch.setattr(maildir_module, "PRUNE_EVERY", 4)
+    second = MaildirStore(tmp_path / "data")
+    await second.open()
+    try:
+        for _ in range(100):
+            if second._pruning is None:
+                break
+            await asyncio.sleep(0.01)
+        changes = await second.mailboxes(ALICE).changes(INBOX, start)
+        assert not changes.complete and changes.vanished == tuple(uids[2:])
+    finally:
+        await second.close()
 
 
 def test_changes_since_use_the_modseq_indexes(tmp_path: Path) -> None:

@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS vanished_floor (
     mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
     modseq     INTEGER NOT NULL
 );
+-- Tombstones written per mailbox since its last pruning: which mailboxes a
+-- pruning looks at (no scan of every tombstone), and across restarts.
+CREATE TABLE IF NOT EXISTS tombstones_added (
+    mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+    count      INTEGER NOT NULL
+);
 """
 
 #: Columns that make a MessageInfo, in ``message_info``'s order (meta is left out:
@@ -270,40 +276,38 @@ def vanished(conn: sqlite3.Connection, box_id: int, since: int) -> tuple[list[in
     return uids, floor is None or since >= floor[0]
 
 
-def prune_tombstones(
-    conn: sqlite3.Connection, keep: int, box_ids: Iterable[int] | None = None
-) -> int:
-    """Keep about the newest ``keep`` tombstones of each mailbox; the rest go.
+def prune_tombstones(conn: sqlite3.Connection, keep: int, min_added: int = 0) -> int:
+    """Keep the newest ``keep`` (>= 1) tombstones of each mailbox, and the
+    rest of the oldest of their MODSEQs (an expunge of many UIDs shares one);
+    older ones go, so what remains is exactly the tombstones above the
+    mailbox's new floor.
 
-    Whole MODSEQs go (an expunge of many UIDs shares one), so what remains
-    is exactly the tombstones above the mailbox's new floor. Returns how many
-    were removed. Without this the table grows with every expunge for ever
-    (POP3 users delete all they download); Dovecot likewise forgets old
-    expunges when it rotates its transaction log. ``box_ids``: only these
-    mailboxes (those expunged from lately), not a scan of every tombstone.
+    Looks only at mailboxes that got tombstones since their last pruning
+    (``tombstones_added``), and does nothing unless at least ``min_added``
+    were written since. Returns how many were removed. Without this the table grows with
+    every expunge for ever (POP3 users delete all they download); Dovecot
+    likewise forgets old expunges when it rotates its transaction log.
     """
+    added = conn.execute("SELECT mailbox_id, count FROM tombstones_added").fetchall()
+    if not added or sum(n for _, n in added) < min_added:
+        return 0
     removed = 0
-    if box_ids is None:
-        boxes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT mailbox_id FROM expunged GROUP BY mailbox_id HAVING count(*) > ?", (keep,)
-            )
-        ]
-    else:
-        boxes = [
-            b
-            for b in box_ids
-            if conn.execute(
-                "SELECT count(*) > ? FROM expunged WHERE mailbox_id = ?", (keep, b)
-            ).fetchone()[0]
-        ]
-    for box_id in boxes:
-        (cutoff,) = conn.execute(
+    for box_id, _ in added:
+        # The MODSEQ of the keep-th newest tombstone; everything older goes,
+        # so at least ``keep`` stay, in whole MODSEQs.
+        kth = conn.execute(
             "SELECT modseq FROM expunged WHERE mailbox_id = ?"
             " ORDER BY modseq DESC LIMIT 1 OFFSET ?",
-            (box_id, keep),
+            (box_id, keep - 1),
         ).fetchone()
+        if kth is None:
+            continue  # no more than ``keep``
+        (cutoff,) = conn.execute(
+            "SELECT max(modseq) FROM expunged WHERE mailbox_id = ? AND modseq < ?",
+            (box_id, kth[0]),
+        ).fetchone()
+        if cutoff is None:
+            continue
         removed += conn.execute(
             "DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?", (box_id, cutoff)
         ).rowcount
@@ -312,6 +316,7 @@ def prune_tombstones(
             " ON CONFLICT (mailbox_id) DO UPDATE SET modseq = max(modseq, excluded.modseq)",
             (box_id, cutoff),
         )
+    conn.execute("DELETE FROM tombstones_added")
     return removed
 
 
@@ -381,10 +386,16 @@ def take_uids(conn: sqlite3.Connection, box: MailboxRow, count: int) -> range:
 
 
 def tombstone(conn: sqlite3.Connection, box_id: int, uids: Iterable[int], modseq: int) -> None:
+    rows = [(box_id, uid, modseq) for uid in uids]
     conn.executemany(
         "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)"
         " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
-        [(box_id, uid, modseq) for uid in uids],
+        rows,
+    )
+    conn.execute(
+        "INSERT INTO tombstones_added (mailbox_id, count) VALUES (?, ?)"
+        " ON CONFLICT (mailbox_id) DO UPDATE SET count = count + excluded.count",
+        (box_id, len(rows)),
     )
 
 

@@ -14,7 +14,6 @@ folder directories are renamed, children included (RFC 9051 §6.3.6).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from pochta.store import files, index, names
 from pochta.store.interface import (
@@ -24,9 +23,7 @@ from pochta.store.interface import (
     MailboxExists,
     MailboxInfo,
     MailboxNotEmpty,
-    MailboxNotFound,
     StoreError,
-    UserNotFound,
 )
 from pochta.store.jobs import LIST_CHANGED, create_mailbox, ensure_parents, transfer
 from pochta.store.writer import Job, Tx
@@ -196,22 +193,13 @@ class FenceModseqJob(Job[None]):
 
 class PruneTombstonesJob(Job[int]):
     """Forget all but about the newest ``keep`` tombstones of each mailbox
-    (``index.prune_tombstones``) -- of the ``boxes`` given as (user, name),
-    else of all; returns how many went."""
+    expunged from since the last pruning, if at least ``min_added`` were
+    written since (``index.prune_tombstones``); returns how many went."""
 
     durable = False  # tombstones only: losing the pruning loses nothing
 
-    def __init__(self, keep: int, boxes: Iterable[tuple[str, str]] | None = None) -> None:
-        self.keep = keep
-        self.boxes = None if boxes is None else list(boxes)
+    def __init__(self, keep: int, min_added: int = 0) -> None:
+        self.keep, self.min_added = keep, min_added
 
     def apply(self, tx: Tx) -> int:
-        ids: list[int] | None = None
-        if self.boxes is not None:
-            ids = []
-            for user, name in self.boxes:
-                try:
-                    ids.append(index.user_mailbox(tx.conn, user, name).id)
-                except (MailboxNotFound, UserNotFound):
-                    continue  # deleted or renamed since: its tombstones went or moved
-        return index.prune_tombstones(tx.conn, self.keep, ids)
+        return index.prune_tombstones(tx.conn, self.keep, self.min_added)

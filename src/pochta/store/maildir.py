@@ -136,7 +136,6 @@ class MaildirStore:
         #: UIDs expunged here since the last pruning of tombstones, and that
         #: pruning while it runs (see ``_expunged``).
         self._since_prune = 0
-        self._prune_boxes: set[tuple[str, str]] = set()
         self._pruning: asyncio.Future[None] | None = None
         self._writer = Writer(
             self._open_index,
@@ -176,6 +175,9 @@ class MaildirStore:
         except BaseException:
             await self.close()
             raise
+        # Expunges counted before a restart still count (``tombstones_added``):
+        # a server restarted more often than every PRUNE_EVERY expunges prunes too.
+        self._start_pruning(PRUNE_EVERY)
 
     async def close(self) -> None:
         """Finish queued writes, then stop every thread and close every connection."""
@@ -194,22 +196,22 @@ class MaildirStore:
         self._readers = None
         self.feed.close_all()
 
-    def _expunged(self, count: int, user: str, name: str) -> None:
-        """``count`` more UIDs were expunged from ``user``'s ``name``: every
-        ``PRUNE_EVERY``, the mailboxes expunged from since the last time keep
-        only their newest ``TOMBSTONES_KEPT`` tombstones."""
-        if not count:
-            return
+    def _expunged(self, count: int) -> None:
+        """``count`` more UIDs were expunged here: every ``PRUNE_EVERY``, the
+        mailboxes expunged from since their last pruning keep only their
+        newest ``TOMBSTONES_KEPT`` tombstones."""
         self._since_prune += count
-        self._prune_boxes.add((user, name))
-        if self._since_prune >= PRUNE_EVERY and self._pruning is None:
-            boxes, self._prune_boxes = self._prune_boxes, set()
+        if self._since_prune >= PRUNE_EVERY:
             self._since_prune = 0
-            self._pruning = asyncio.ensure_future(self._prune(boxes))
+            self._start_pruning(0)
 
-    async def _prune(self, boxes: set[tuple[str, str]]) -> None:
+    def _start_pruning(self, min_added: int) -> None:
+        if self._pruning is None:
+            self._pruning = asyncio.ensure_future(self._prune(min_added))
+
+    async def _prune(self, min_added: int) -> None:
         try:
-            removed = await self._submit(PruneTombstonesJob(TOMBSTONES_KEPT, boxes))
+            removed = await self._submit(PruneTombstonesJob(TOMBSTONES_KEPT, min_added))
             if removed:
                 log.info("store: %d old expunge tombstones pruned", removed)
         except StoreError as exc:  # e.g. the store is closing; next time then
@@ -537,7 +539,7 @@ class MaildirMailboxes:
         wanted = None if uids is None else sorted(set(uids))
         job = ExpungeJob(self._layout, self._user, names.normalize(name), wanted, scope=scope)
         gone = await self._store._submit(job)
-        self._store._expunged(len(gone), self._user, job.name)
+        self._store._expunged(len(gone))
         return gone
 
     async def remove(self, name: str, uids: Sequence[int]) -> builtins.list[int]:
@@ -545,7 +547,7 @@ class MaildirMailboxes:
             self._layout, self._user, names.normalize(name), sorted(set(uids)), any_flags=True
         )
         gone = await self._store._submit(job)
-        self._store._expunged(len(gone), self._user, job.name)
+        self._store._expunged(len(gone))
         return gone
 
     async def copy(self, name: str, uids: Sequence[int], dest: str) -> CopyResult:
@@ -567,7 +569,7 @@ class MaildirMailboxes:
         )
         result = await self._store._submit(job)
         if move:
-            self._store._expunged(len(result.source_uids), self._user, job.name)
+            self._store._expunged(len(result.source_uids))
         return result
 
     def watch(self) -> Watch:
