@@ -534,7 +534,8 @@ def test_changes_since_use_the_modseq_indexes(tmp_path: Path) -> None:
 
         conn.set_trace_callback(spy)
         try:
-            index.vanished(conn, 1, 5)
+            box = index.MailboxRow(1, "INBOX", 1, 1, 1, frozenset(), False)
+            index.vanished(conn, box, 5)
             index.info_rows(conn, 1, 5)
         finally:
             conn.set_trace_callback(None)

@@ -430,7 +430,7 @@ class MaildirMailboxes:
 
         def op(conn: sqlite3.Connection) -> Changes:
             box = index.user_mailbox(conn, user, name)
-            vanished, complete = index.vanished(conn, box.id, since)
+            vanished, complete = index.vanished(conn, box, since)
             return Changes(
                 box.highestmodseq,
                 tuple(
