@@ -7,6 +7,7 @@ import mailbox
 import os
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -387,22 +388,34 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     await store.close()  # idempotent
 
 
+def _threads_applying(monkeypatch: pytest.MonkeyPatch, job: type[Any]) -> list[str]:
+    """The names of the threads that run ``job.apply`` from now on, in order."""
+    threads: list[str] = []
+    apply = job.apply
+
+    def spy(self: Any, tx: writer_module.Tx) -> Any:
+        threads.append(threading.current_thread().name)
+        return apply(self, tx)
+
+    monkeypatch.setattr(job, "apply", spy)
+    return threads
+
+
+async def _pruning_done(store: MaildirStore) -> None:
+    """Wait (up to 1 s) for a tombstone pruning the store started in the background."""
+    for _ in range(100):
+        if store._pruning is None:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_small_flag_changes_run_on_the_callers_thread(
     maildir_store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An idle writer lets a small STORE run on the loop's thread; a big one is queued."""
-    import threading
-
     box = maildir_store.mailboxes(ALICE)
     uids = [(await box.append(INBOX, MSG)).uid for _ in range(jobs_module.SMALL_JOB + 1)]
-    threads: list[str] = []
-    apply = jobs_module.StoreFlagsJob.apply
-
-    def spy(self: jobs_module.StoreFlagsJob, tx: writer_module.Tx) -> Any:
-        threads.append(threading.current_thread().name)
-        return apply(self, tx)
-
-    monkeypatch.setattr(jobs_module.StoreFlagsJob, "apply", spy)
+    threads = _threads_applying(monkeypatch, jobs_module.StoreFlagsJob)
     watch = box.watch()
     small = await box.store(INBOX, uids[:2], [SEEN], StoreMode.ADD)
     assert [i.flags for i in small.updated] == [frozenset({SEEN})] * 2
@@ -425,19 +438,10 @@ async def test_expunge_of_a_big_mailbox_leaves_the_loop(
     """An EXPUNGE scans its whole mailbox: with the caller's ``scope`` small it
     runs on the loop's thread, with a big one (or exact UIDs beyond the small
     limit) on the writer's, so a 10,000-message expunge stalls no session."""
-    import threading
-
     box = maildir_store.mailboxes(ALICE)
     uids = [(await box.append(INBOX, MSG)).uid for _ in range(4)]
     await box.store(INBOX, uids, [DELETED], StoreMode.ADD)
-    threads: list[str] = []
-    apply = jobs_module.ExpungeJob.apply
-
-    def spy(self: jobs_module.ExpungeJob, tx: writer_module.Tx) -> Any:
-        threads.append(threading.current_thread().name)
-        return apply(self, tx)
-
-    monkeypatch.setattr(jobs_module.ExpungeJob, "apply", spy)
+    threads = _threads_applying(monkeypatch, jobs_module.ExpungeJob)
     big = 16 * jobs_module.SMALL_JOB + 1
     assert await box.expunge(INBOX, [uids[0]], scope=4) == [uids[0]]
     assert await box.expunge(INBOX, [uids[1]], scope=big) == [uids[1]]  # UIDs decide
@@ -466,10 +470,7 @@ async def test_old_tombstones_are_pruned_and_changes_say_so(
         assert await box.expunge(INBOX, pair) == pair
         marks.append((await box.status(INBOX)).highestmodseq)
         await asyncio.sleep(0)
-    for _ in range(100):  # the pruning runs after the expunge that crossed 4
-        if maildir_store._pruning is None:
-            break
-        await asyncio.sleep(0.01)
+    await _pruning_done(maildir_store)  # it runs after the expunge that crossed 4
     # The pruning ran after the second expunge (4 UIDs): the newest 2 stay
     # (a whole MODSEQ), so the first expunge's pair went.
     old = await box.changes(INBOX, start)
@@ -504,10 +505,7 @@ async def test_tombstone_pruning_counts_across_restarts(
     second = MaildirStore(tmp_path / "data")
     await second.open()
     try:
-        for _ in range(100):
-            if second._pruning is None:
-                break
-            await asyncio.sleep(0.01)
+        await _pruning_done(second)
         changes = await second.mailboxes(ALICE).changes(INBOX, start)
         assert not changes.complete and changes.vanished == tuple(uids[2:])
     finally:

@@ -426,14 +426,7 @@ async def _resync(s: ImapSession, view: Selected, qr: QResync) -> None:
         if gone:
             s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
     else:
-        # Tombstones that old were pruned: every UID of the client's range
-        # that no longer exists, as RFC 7162 §3.2.5.2 allows a server that
-        # keeps no expunge history to answer.
-        # Only below the UIDNEXT this SELECT reported: a message that
-        # arrived since is not in the view, and is not gone.
-        top = view.uidnext - 1
-        within = known.bounds(top) if known is not None else [(1, top)]
-        _vanished_earlier(s, _absent(view.uids, within))
+        _vanished_below_floor(s, view, changes, known)
     for info in changes.changed:
         current = view.info.get(info.uid)
         if current is not None and wanted(info.uid):
@@ -465,12 +458,29 @@ def _absent(present: Sequence[int], within: Sequence[tuple[int, int]]) -> list[t
 VANISHED_RANGES_PER_LINE = 1_000
 
 
-def _vanished_earlier(s: ImapSession, ranges: Sequence[tuple[int, int]]) -> None:
-    """``VANISHED (EARLIER)`` for ``ranges``, split over several responses."""
+def _vanished_below_floor(
+    s: ImapSession, view: Selected, changes: Changes, wanted: SequenceSet | None
+) -> None:
+    """``VANISHED (EARLIER)`` when the tombstones since the client's MODSEQ were
+    pruned (``changes.complete`` False): every UID of ``wanted`` (all when
+    None) that is gone, as RFC 7162 §3.2.5.2 allows a server without expunge
+    history to answer. Below the view's UIDNEXT, what the view lacks is gone;
+    above it (mail that came since the view's last read, never announced to
+    the client) only the tombstones kept tell.
+    """
+    known_top = view.uidnext - 1
+    top = max([known_top, *changes.vanished])
+    within = wanted.bounds(known_top) if wanted is not None else [(1, known_top)]
+    present = [u for u in view.uids if u not in view.pending]
+    ranges = _absent(present, within)
+    ranges += [
+        (u, u)
+        for u in changes.vanished
+        if u > known_top and (wanted is None or wanted.contains(u, top))
+    ]
     step = VANISHED_RANGES_PER_LINE
     for first in range(0, len(ranges), step):
-        chunk = tuple((a, b) for a, b in ranges[first : first + step])
-        s.untagged(f"VANISHED (EARLIER) {SequenceSet(chunk)}")
+        s.untagged(f"VANISHED (EARLIER) {SequenceSet(tuple(ranges[first : first + step]))}")
 
 
 # --- selected-state commands ------------------------------------------------------------
@@ -524,20 +534,8 @@ async def fetch(s: ImapSession, tag: str, cmd: Fetch) -> None:
                 gone = [u for u in gone if u not in view.info or u in view.pending]
                 if gone:
                     s.untagged(f"VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}")
-            else:  # pruned tombstones: every UID of the set that is gone (§3.2.5.2)
-                # Below the view's UIDNEXT, what the view lacks is gone; above
-                # it (mail that came since the last sync) only the tombstones
-                # kept tell.
-                known_top = view.uidnext - 1
-                present = [u for u in view.uids if u not in view.pending]
-                ranges = _absent(present, cmd.sequence_set.bounds(known_top))
-                later = [
-                    u
-                    for u in changes.vanished
-                    if u > known_top and cmd.sequence_set.contains(u, top)
-                ]
-                ranges += [(u, u) for u in later]
-                _vanished_earlier(s, ranges)
+            else:
+                _vanished_below_floor(s, view, changes, cmd.sequence_set)
         if fetchmod.Item.MODSEQ not in items:
             items.append(fetchmod.Item.MODSEQ)
     request = fetchmod.Fetch(items, utf8=s.utf8, rev2=s.rev2)

@@ -295,9 +295,10 @@ def prune_tombstones(conn: sqlite3.Connection, keep: int, min_added: int = 0) ->
 
     Looks only at mailboxes that got tombstones since their last pruning
     (``tombstones_added``), and does nothing unless at least ``min_added``
-    were written since. Returns how many were removed. Without this the table grows with
-    every expunge for ever (POP3 users delete all they download); Dovecot
-    likewise forgets old expunges when it rotates its transaction log.
+    were written since. Returns how many were removed. Without this the
+    table grows with every expunge for ever (POP3 users delete all they
+    download); Dovecot likewise forgets old expunges when it rotates its
+    transaction log.
     """
     added = conn.execute("SELECT mailbox_id, count FROM tombstones_added").fetchall()
     if not added or sum(n for _, n in added) < min_added:

@@ -192,9 +192,7 @@ class FenceModseqJob(Job[None]):
 
 
 class PruneTombstonesJob(Job[int]):
-    """Forget all but about the newest ``keep`` tombstones of each mailbox
-    expunged from since the last pruning, if at least ``min_added`` were
-    written since (``index.prune_tombstones``); returns how many went."""
+    """``index.prune_tombstones``: returns how many tombstones went."""
 
     durable = False  # tombstones only: losing the pruning loses nothing
 
