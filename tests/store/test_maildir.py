@@ -445,10 +445,12 @@ async def test_expunge_of_a_big_mailbox_leaves_the_loop(
     big = 16 * jobs_module.SMALL_JOB + 1
     assert await box.expunge(INBOX, [uids[0]], scope=4) == [uids[0]]
     assert await box.expunge(INBOX, [uids[1]], scope=big) == [uids[1]]  # UIDs decide
-    assert await box.expunge(INBOX, scope=big) == uids[2:]
-    assert await box.expunge(INBOX) == []  # no hint: as before, on the loop
+    assert await box.expunge(INBOX) == uids[2:]  # no hint: as before, on the loop
+    # Last: a job answered by the writer thread may still hold the connection
+    # for a moment, and a small job then queues behind it instead of inline.
+    assert await box.expunge(INBOX, scope=big) == []
     here = threading.current_thread().name
-    assert threads == [here, here, "pochta-store-writer", here]
+    assert threads == [here, here, here, "pochta-store-writer"]
 
 
 async def test_old_tombstones_are_pruned_and_changes_say_so(
