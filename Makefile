@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean clients
+
+# Real mail clients the IMAP interoperability tests drive (Debian packages).
+CLIENTS := mbsync offlineimap mutt
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +26,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint
+# Installs them with apt-get when missing and we are root (CI is); otherwise
+# says what to install (the tests that need them then fail with that reason).
+clients:
+	@missing=""; for c in $(CLIENTS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt >/dev/null 2>&1 || \
+			 (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt >/dev/null)) && \
+			echo "installed isync offlineimap3 mutt"; \
+		else echo "missing:$$missing (apt-get install isync offlineimap3 mutt)"; fi; \
+	fi
+
+test: lint clients
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -6,6 +6,7 @@ Usage (from the repository root, after `make test` made .venv):
     .venv/bin/python bench/imap_mixed.py -c 10 --seconds 30
     .venv/bin/python bench/imap_mixed.py --against 127.0.0.1:12143 \
         --user 'testuser%d@example.test' --password pass   # the same client, another server
+    .venv/bin/python bench/imap_mixed.py --held-only --latency    # + each command's round trip
 
 Starts `pochta serve` with IMAP on a free loopback port, fills one mailbox
 per client with 200 messages of ~3 KB (`../shared/bench/make-mbox.py`'s
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _server import cpu_seconds, free_port, quickstart, rss_kib, serve, set_password, stop
 
@@ -57,8 +59,24 @@ HOST = "127.0.0.1"
 WITHOUT_APPEND = False
 
 
+#: --latency: seconds each command of the held mode took, by command name.
+LATENCY: dict[str, list[float]] | None = None
+
+
+class TimedIMAP4(imaplib.IMAP4):
+    """imaplib's client that records each command's round trip in ``LATENCY``."""
+
+    def _simple_command(self, name: str, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        result = super()._simple_command(name, *args)
+        if LATENCY is not None:
+            key = name if name != "UID" else f"UID {args[0]}"
+            LATENCY.setdefault(key, []).append(time.perf_counter() - t0)
+        return result
+
+
 def login(port: int, user: str) -> imaplib.IMAP4:
-    client = imaplib.IMAP4(HOST, port)
+    client = TimedIMAP4(HOST, port)
     client.login(user, PASSWORD)
     return client
 
@@ -151,6 +169,9 @@ def main() -> None:
     )
     ap.add_argument("--user", default="testuser%d@example.test", help="with --against")
     ap.add_argument("--password", default="pass", help="with --against")
+    ap.add_argument(
+        "--latency", action="store_true", help="print each command's round trip in the held mode"
+    )
     args = ap.parse_args()
     global HOST, PASSWORD, WITHOUT_APPEND
     WITHOUT_APPEND = args.without_append
@@ -181,8 +202,11 @@ def main() -> None:
         print(f"held mode starts (server pid {pid})", file=sys.stderr, flush=True)
         global SERVER_PID
         SERVER_PID = proc.pid if proc else None
+        global LATENCY
+        LATENCY = {} if args.latency else None
         held = run_mode(port, users, args.seconds, per_cycle_login=False)
         held_cpu = LAST_CPU
+        latency, LATENCY = LATENCY, None
         relog = 0.0
         if not args.held_only:
             print("login mode starts", file=sys.stderr, flush=True)
@@ -194,6 +218,15 @@ def main() -> None:
                 f"    server CPU {held_cpu[0]:.0f} us per command (all threads, user+system);"
                 f" this client used {held_cpu[1]:.2f} CPUs"
             )
+        if latency:
+            total = sum(sum(times) for times in latency.values())
+            print("    round trips in the held mode (client side): median, mean, share of time")
+            for name, times in sorted(latency.items()):
+                times.sort()
+                print(
+                    f"      {name:12} x {len(times):6}  {times[len(times) // 2] * 1e3:6.2f} ms"
+                    f"  {sum(times) / len(times) * 1e3:6.2f} ms  {sum(times) / total:5.1%}"
+                )
         if not args.held_only:
             print(f"  login + logout per cycle:  {relog:8.0f} commands/s")
         if proc is not None:

@@ -64,12 +64,16 @@ class Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._wait_started = 0.0
         self._silence: float | None = None
+        # Looked up once: asyncio.get_running_loop() makes a getpid(2)
+        # system call each time (to notice a fork), one per command read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "unknown"
         self.tls_active = transport.get_extra_info("ssl_object") is not None
@@ -128,7 +132,7 @@ class Connection(asyncio.Protocol):
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         self._silence = silence
         if silence is not None:

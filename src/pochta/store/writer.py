@@ -259,7 +259,13 @@ class Writer:
     async def submit(self, job: Job[T]) -> T:
         if not self._accepting:
             raise StoreError("the store is not open", code="UNAVAILABLE")
-        loop = asyncio.get_running_loop()
+        # On the store's own loop thread (nearly always) its loop is known:
+        # asyncio.get_running_loop() costs a getpid(2) system call per job.
+        own = self._loop
+        if own is not None and threading.get_ident() == self._loop_thread and own.is_running():
+            loop = own
+        else:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         item = _Item(job, loop, future)
         if job.has_prepare:
