@@ -29,6 +29,7 @@ from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
 from pochta.imap.server import ImapService
 from pochta.mailauth.keys import DKIMKeyStore
+from pochta.observe.trace import Trace
 from pochta.pop3 import Pop3Service
 from pochta.queue.local import LocalDeliverer
 from pochta.queue.remote import MXDeliverer
@@ -110,6 +111,8 @@ class Server:
             else Accounts.open(settings.data_dir / "accounts.sqlite")
         )
         self.listeners: list[Listener] = []
+        #: Each message's hops, lookups and verdicts, for ``pochta trace``.
+        self.trace = Trace(settings.data_dir / "trace")
         #: Server-side TLS context from [tls], made at start (None without [tls]).
         self.tls: ssl.SSLContext | None = None
         #: One resolver (and its cache) for delivery and sender checks.
@@ -143,8 +146,11 @@ class Server:
             hostname=settings.hostname,
             settings=settings.delivery,
             route=self._route,
+            trace=self.trace,
         )
-        self._local = LocalDeliverer(self.accounts, self.store, forward=self.queue.enqueue)
+        self._local = LocalDeliverer(
+            self.accounts, self.store, forward=self.queue.enqueue, trace=self.trace
+        )
         self._remote: MXDeliverer | None = None
         #: DKIM keys: submission signs with them, the MX ARC-seals forwarded mail.
         self._dkim = DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None
@@ -157,6 +163,7 @@ class Server:
             checks=self._checks,
             queue=self.queue,
             dkim=self._dkim,
+            trace=self.trace,
         )
         self._submission = SubmissionHandler(
             hostname=settings.hostname,
@@ -168,6 +175,7 @@ class Server:
             messages_per_hour=settings.limits.messages_per_hour,
             recipients_per_hour=settings.limits.recipients_per_hour,
             dkim=self._dkim,
+            trace=self.trace,
         )
         self._stopped = asyncio.Event()
 
@@ -180,6 +188,7 @@ class Server:
                 self.resolver,
                 hostname=self.settings.hostname,
                 port=self.settings.delivery.smtp_port,
+                trace=self.trace,
             )
         return self._remote
 
@@ -199,6 +208,7 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        self.trace.prune()
         # kind -> (factory maker, implicit TLS context or None); one entry per
         # protocol this version serves.
         self.tls = self.settings.tls_context() if self.settings.tls is not None else None
@@ -369,6 +379,7 @@ class Server:
         if self._checks is not None:
             await self._checks.close()
         await self.bayes.close()
+        self.trace.close()
         if self._own_store:
             await self.store.close()
         if self._own_accounts:

@@ -37,6 +37,7 @@ from pochta.mailauth.arc import ARCResult, verify_arc
 from pochta.mailauth.dkim import sign_message
 from pochta.mailauth.keys import DKIMKey, DKIMKeyStore
 from pochta.mailauth.results import parse_authentication_results
+from pochta.observe.trace import find
 
 A_IP = "127.0.0.4"
 B_IP = "127.0.0.5"
@@ -324,3 +325,35 @@ def test_mail_from_a_local_user_to_a_forwarding_alias_is_forwarded(net: Net) -> 
     got = wait_for(net.b, BOB, mark)
     assert got.startswith(f"Return-Path: <{ALICE}>\r\n".encode())
     assert got.endswith(data)
+
+
+def test_trace_shows_the_forward_and_the_refusal(net: Net) -> None:
+    mark = marker()
+    replies = send(net.a.address("smtp"), SENDER, ["mixed@one.test"],
+                   signed(message(mark), net.sender_keys))  # fmt: skip
+    assert replies["DATA"][0] == 250
+    wait_for(net.b, BOB, mark)
+    directory = net.a.settings.data_dir / "trace"
+    deadline = time.monotonic() + 10
+    while not any(e["ev"] == "sent" for e in find(directory, f"{mark}@sender.test")):
+        assert time.monotonic() < deadline, find(directory, f"{mark}@sender.test")
+        time.sleep(0.05)
+    events = find(directory, f"{mark}@sender.test")
+    kinds = [e["ev"] for e in events]
+    assert kinds == ["received", "checks", "stored", "forwarded", "mx", "connection", "sent"]
+    received, checks, stored, forwarded = events[:4]
+    assert received["client"] == CLIENT_IP and received["to"] == ["mixed@one.test"]
+    assert "dmarc=pass" in checks["verdicts"]
+    assert (stored["user"], stored["mailbox"]) == (ALICE, "INBOX")
+    (copy,) = forwarded["links"]
+    assert forwarded["to"] == [BOB]
+    assert [e["qid"] for e in events[4:]] == [copy, copy, copy]
+    # Refused at DATA: the trace says with what reply.
+    refused_mark = marker()
+    replies = send(net.a.address("smtp"), SENDER, ["fwd@one.test"], message(refused_mark),
+                   source="127.0.0.1")  # fmt: skip
+    assert replies["DATA"][0] == 550
+    refused = find(directory, f"<{refused_mark}@sender.test>")
+    assert [e["ev"] for e in refused] == ["received", "checks", "refused"]
+    assert "decision=reject" in refused[1]["verdicts"]
+    assert refused[2]["reply"].startswith("550 5.7.1")

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import smtplib
 import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from click.testing import CliRunner
 from tests.conftest import ServerThread
 from tests.dnsserver import DNSTestServer
 from tests.integration.hosts import free_port_on, make_host
 
+from pochta.cli import _register, cli
+from pochta.observe.trace import find
 from pochta.queue import QueuedMessage
 
 
@@ -131,3 +136,90 @@ def test_unreachable_domain_is_retried_then_delivered(pair: Pair, ca: trustme.CA
 
 async def _messages(server: ServerThread) -> list[QueuedMessage]:
     return server.server.queue.spool.messages()
+
+
+def _trace(server: ServerThread, key: str, want: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """The trace of ``key`` on ``server`` once it has an event ``want``."""
+    directory = server.settings.data_dir / "trace"
+    deadline = time.monotonic() + timeout
+    while True:
+        events = find(directory, key)
+        if any(e["ev"] == want for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
+def test_trace_follows_a_message_across_both_servers(pair: Pair, ca: trustme.CA) -> None:
+    body = (
+        "From: alice@one.test\r\nTo: bob@two.test\r\nSubject: traced\r\n"
+        "Message-ID: <traced.1@one.test>\r\n\r\nx\r\n"
+    )
+    submit(pair.a, ca, "alice@one.test", ["bob@two.test"], body)
+    (data,) = wait_inbox(pair.b, "bob@two.test")
+    sent = _trace(pair.a, "traced.1@one.test", "sent")
+    assert [e["ev"] for e in sent] == ["submitted", "mx", "connection", "sent"]
+    submitted, mx, connection, done = sent
+    assert submitted["user"] == "alice@one.test" and submitted["to"] == ["bob@two.test"]
+    assert submitted["dkim"] == (["one.test"] if b"DKIM-Signature:" in data else [])
+    assert mx["domain"] == "two.test" and mx["hosts"] == ["mail.two.test"]
+    assert connection["host"] == "mail.two.test" and connection["address"] == "127.0.0.3"
+    assert connection["tls"] is True  # opportunistic STARTTLS
+    assert done["relay"] == "mail.two.test" and done["reply"].startswith("250 ")
+    assert done["qid"] == submitted["qid"]
+    # The receiving side: the same Message-ID, its own queue id.
+    got = _trace(pair.b, "<traced.1@one.test>", "stored")
+    assert [e["ev"] for e in got] == ["received", "checks", "stored"]
+    received, checks, stored = got
+    assert received["client"].startswith("127.") and received["helo"] == "mail.one.test"
+    assert received["tls"].startswith("TLSv1.")
+    assert "spf=" in checks["verdicts"] and "dkim=" in checks["verdicts"]
+    assert (stored["user"], stored["mailbox"]) == ("bob@two.test", "INBOX")
+    assert stored["uid"] >= 1
+    # The reply named B's queue id, so that id finds the same events.
+    assert [e["ev"] for e in find(pair.b.settings.data_dir / "trace", received["qid"])] == [
+        "received",
+        "checks",
+        "stored",
+    ]
+
+
+def test_trace_of_a_refusal_reaches_the_dsn(pair: Pair, ca: trustme.CA) -> None:
+    submit(pair.a, ca, "alice@one.test", ["nobody@two.test"],
+           "From: alice@one.test\r\nMessage-ID: <lost.1@one.test>\r\n\r\nx\r\n")  # fmt: skip
+    wait_inbox(pair.a, "alice@one.test")
+    events = _trace(pair.a, "lost.1@one.test", "stored")
+    kinds = [e["ev"] for e in events]
+    assert kinds[:4] == ["submitted", "mx", "connection", "failed"], kinds
+    failed = events[3]
+    assert failed["to"] == "nobody@two.test" and failed["reply"].startswith("550 5.1.1")
+    (dsn,) = [e for e in events if e["ev"] == "dsn"]
+    assert dsn["kind"] == "failed" and dsn["to"] == "alice@one.test"
+    (dsn_qid,) = dsn["links"]
+    # The DSN's own delivery into alice's INBOX is part of the same trace.
+    assert ("stored", dsn_qid) in [(e["ev"], e["qid"]) for e in events]
+    # B refused at RCPT: nothing was received there.
+    assert find(pair.b.settings.data_dir / "trace", "lost.1@one.test") == []
+
+
+def test_pochta_trace_command(pair: Pair, ca: trustme.CA) -> None:
+    submit(pair.a, ca, "alice@one.test", ["bob@two.test"],
+           "From: alice@one.test\r\nMessage-ID: <cli.1@one.test>\r\n\r\nx\r\n")  # fmt: skip
+    wait_inbox(pair.b, "bob@two.test")
+    _trace(pair.a, "cli.1@one.test", "sent")
+    config = pair.a.settings.data_dir.parent / "pochta.toml"
+    _register()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(config), "trace", "<cli.1@one.test>"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[3] for line in lines] == ["submitted", "mx", "connection", "sent"]
+    assert "relay=mail.two.test" in lines[-1]
+    as_json = runner.invoke(cli, ["--config", str(config), "trace", "--json", "cli.1@one.test"])
+    assert [json.loads(line)["ev"] for line in as_json.output.splitlines()] == [
+        "submitted",
+        "mx",
+        "connection",
+        "sent",
+    ]
+    missing = runner.invoke(cli, ["--config", str(config), "trace", "<none@one.test>"])
+    assert missing.exit_code == 1 and "no trace of <none@one.test>" in missing.output

@@ -35,7 +35,7 @@ class Script:
         self.calls: list[tuple[str, str, tuple[str, ...], bytes]] = []
 
     async def deliver(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
         self.calls.append((domain, mail_from, tuple(rcpts), data))
         return {r: self.answers[r].pop(0) for r in rcpts}
@@ -48,7 +48,7 @@ class Collect:
         self.got: list[tuple[str, tuple[str, ...], bytes]] = []
 
     async def deliver(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
         self.got.append((mail_from, tuple(rcpts), data))
         return {r: Outcome(250, "2.0.0", "stored") for r in rcpts}

@@ -118,7 +118,14 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 def _register() -> None:
     # Imported here so each command module can import ``cli`` from this one.
-    from pochta.cli import accounts_cmds, discover_cmd, dns_cmds, queue_cmds, server_cmds
+    from pochta.cli import (
+        accounts_cmds,
+        discover_cmd,
+        dns_cmds,
+        queue_cmds,
+        server_cmds,
+        trace_cmd,
+    )
 
     for group in (
         *accounts_cmds.COMMANDS,
@@ -126,6 +133,7 @@ def _register() -> None:
         *queue_cmds.COMMANDS,
         *discover_cmd.COMMANDS,
         *dns_cmds.COMMANDS,
+        *trace_cmd.COMMANDS,
     ):
         cli.add_command(group)
 

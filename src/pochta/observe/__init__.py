@@ -1,1 +1,1 @@
-"""Observability: logging now; metrics and message trace later."""
+"""Observability: logging (``log``) and the message trace (``trace``, ``pochta trace``)."""

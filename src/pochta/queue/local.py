@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from pochta.accounts import Accounts
+from pochta.observe.trace import Trace
 from pochta.queue.outcome import Outcome
 from pochta.smtp.forward import ROUTING_LOOP, looping
 from pochta.smtp.policy import return_path_header
@@ -35,14 +36,22 @@ Enqueue = Callable[[str, list[str], bytes], Awaitable[str]]
 
 
 class LocalDeliverer:
-    def __init__(self, accounts: Accounts, store: Store, forward: Enqueue | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        store: Store,
+        forward: Enqueue | None = None,
+        trace: Trace | None = None,
+    ) -> None:
         self.accounts = accounts
         self.store = store
+        #: Where each stored copy is recorded (``pochta trace``).
+        self.trace = trace
         #: Where copies for remote alias targets go; None: they are unknown users.
         self.forward = forward
 
     async def deliver(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         users: dict[str, None] = {}
@@ -66,14 +75,19 @@ class LocalDeliverer:
         if users:
             message = return_path_header(mail_from) + data
             try:
-                await deliver_to_users(self.store, message, users)
+                stored = await deliver_to_users(self.store, message, users)
                 result = Outcome(250, "2.0.0", "Delivered to local mailbox")
+                if self.trace is not None:
+                    for copy in stored:
+                        self.trace.record(
+                            "stored", qid, user=copy.user, mailbox=copy.mailbox, uid=copy.uid
+                        )
             except Exception as exc:
                 result = Outcome(451, "4.3.0", f"Local store unavailable: {type(exc).__name__}")
             for rcpt in accepted:
                 outcomes[rcpt] = result
         if remote:
-            forwarded = await self._forward(mail_from, list(remote), data)
+            forwarded = await self._forward(mail_from, list(remote), data, qid)
             for rcpt in forwarding:
                 # A recipient with local users too gets the worse of the two
                 # outcomes: a retry then redoes both (a duplicate, never a loss).
@@ -81,13 +95,13 @@ class LocalDeliverer:
                     outcomes[rcpt] = forwarded
         return outcomes
 
-    async def _forward(self, mail_from: str, targets: list[str], data: bytes) -> Outcome:
+    async def _forward(self, mail_from: str, targets: list[str], data: bytes, qid: str) -> Outcome:
         """Queue one copy of ``data`` for every remote target; the outcome for their aliases."""
         assert self.forward is not None
         if looping(data):
             return Outcome(ROUTING_LOOP.code, ROUTING_LOOP.enhanced, ROUTING_LOOP.text)
         try:
-            qid = await self.forward(mail_from, targets, data)
+            copy = await self.forward(mail_from, targets, data)
         except Exception as exc:
             log.exception("could not queue the forwarded copy for %s", ",".join(targets))
             return Outcome(451, "4.3.0", f"Queue unavailable: {type(exc).__name__}")
@@ -95,6 +109,8 @@ class LocalDeliverer:
             "from=<%s> forwarded to=%s as=%s",
             mail_from,
             ",".join(f"<{t}>" for t in targets),
-            qid,
+            copy,
         )
-        return Outcome(250, "2.0.0", f"Forwarded as {qid}")
+        if self.trace is not None:
+            self.trace.record("forwarded", qid, links=[copy], to=targets)
+        return Outcome(250, "2.0.0", f"Forwarded as {copy}")

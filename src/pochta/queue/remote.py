@@ -28,9 +28,11 @@ import random
 import ssl
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pochta.dns.records import DNSError, TemporaryDNSError
 from pochta.dns.resolver import Resolver, host_addresses
+from pochta.observe.trace import Trace
 from pochta.queue.outcome import Outcome, permanent, temporary
 from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply
 
@@ -57,8 +59,11 @@ class MXDeliverer:
         port: int = 25,
         timeout: float = 60.0,
         rng: random.Random | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.resolver = resolver
+        #: Where lookups and connections are recorded (``pochta trace``).
+        self.trace = trace
         self.hostname = hostname
         self.port = port
         self.timeout = timeout
@@ -101,28 +106,35 @@ class MXDeliverer:
         return hosts
 
     async def deliver(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
-        reused = await self._reuse(domain, mail_from, rcpts, data)
+        reused = await self._reuse(domain, mail_from, rcpts, data, qid)
         if reused is not None:
             return reused
         hosts = await self.mx_hosts(domain)
         if isinstance(hosts, Outcome):
+            self._note("mx", qid, domain=domain, error=hosts.reply())
             return dict.fromkeys(rcpts, hosts)
+        self._note("mx", qid, domain=domain, hosts=hosts)
         last = temporary(f"No mail server for {domain} could be reached", "4.4.1")
         for host in hosts:
             try:
                 addresses = await host_addresses(self.resolver, host)
             except TemporaryDNSError as exc:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.3")
+                self._note("attempt", qid, host=host, reply=last.reply())
                 continue
             except DNSError as exc:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.4")
+                self._note("attempt", qid, host=host, reply=last.reply())
                 continue
             for address in addresses:
-                result = await self._attempt(domain, host, str(address), mail_from, rcpts, data)
+                result = await self._attempt(
+                    domain, host, str(address), mail_from, rcpts, data, qid
+                )
                 if isinstance(result, Outcome):
                     last = result
+                    self._note("attempt", qid, host=host, address=str(address), reply=last.reply())
                     continue
                 return result
         return dict.fromkeys(rcpts, last)
@@ -133,8 +145,12 @@ class MXDeliverer:
     # does): the TCP and TLS handshakes and EHLO are paid once per burst, not
     # once per message.
 
+    def _note(self, event: str, qid: str, **fields: Any) -> None:
+        if self.trace is not None and qid:
+            self.trace.record(event, qid, **fields)
+
     async def _reuse(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, qid: str
     ) -> dict[str, Outcome] | None:
         while True:
             idle = self._take_idle(domain)
@@ -146,6 +162,7 @@ class MXDeliverer:
             except SMTPClientError:
                 client.close()  # timed out by the far side meanwhile: open a new one
                 continue
+            self._note("connection", qid, host=host, tls=client.tls, reused=True)
             self._keep(domain, client, host)
             return result
 
@@ -190,6 +207,7 @@ class MXDeliverer:
         mail_from: str,
         rcpts: Sequence[str],
         data: bytes,
+        qid: str = "",
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
         try:
@@ -212,6 +230,7 @@ class MXDeliverer:
             client.close()
             outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
             return dict.fromkeys(rcpts, outcome)
+        self._note("connection", qid, host=host, address=address, tls=client.tls, reused=False)
         self._keep(domain, client, host)
         return result
 

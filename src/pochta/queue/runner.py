@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 from pochta.config import DeliverySettings
+from pochta.observe.trace import Trace
 from pochta.queue.dsn import RecipientStatus, build_dsn
 from pochta.queue.outcome import Outcome
 from pochta.queue.spool import Spool, Work
@@ -56,9 +57,13 @@ DELAY_CHECK = 60.0
 
 class Deliverer(Protocol):
     async def deliver(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
-        """Try to deliver ``data`` to ``rcpts`` (all at ``domain``); one outcome each."""
+        """Try to deliver ``data`` to ``rcpts`` (all at ``domain``); one outcome each.
+
+        ``qid``: the queue id, under which the deliverer records its lookups
+        and connections in the message trace.
+        """
         ...
 
 
@@ -71,8 +76,11 @@ class QueueRunner:
         settings: DeliverySettings,
         route: Callable[[str], Deliverer],
         clock: Callable[[], float] = time.time,
+        trace: Trace | None = None,
     ) -> None:
         self.spool = spool
+        #: Where each attempt's outcome is recorded (``pochta trace``).
+        self.trace = trace
         self.hostname = hostname
         self.settings = settings
         self.route = route
@@ -186,11 +194,15 @@ class QueueRunner:
             data = await self._io(self.spool.read, item.qid)
         except FileNotFoundError:
             log.warning("queue_id=%s message file missing; dropping", item.qid)
+            if self.trace is not None:
+                self.trace.record("dropped", item.qid, reason="message file missing")
             await self._io(self.spool.delete, item.qid)
             return
         deliverer = self.route(item.domain)
         try:
-            outcomes = await deliverer.deliver(item.domain, item.mail_from, item.rcpts, data)
+            outcomes = await deliverer.deliver(
+                item.domain, item.mail_from, item.rcpts, data, qid=item.qid
+            )
         except Exception:
             log.exception("queue_id=%s delivery to %s raised", item.qid, item.domain)
             outcomes = {}
@@ -205,15 +217,25 @@ class QueueRunner:
             self.settings.max_age,
         )
         for rcpt, outcome in outcomes.items():
+            result = "sent" if outcome.delivered else "deferred" if outcome.temporary else "failed"
             log.info(
                 "queue_id=%s to=<%s> relay=%s attempt=%d result=%s reply=%r",
                 item.qid,
                 rcpt,
                 outcome.remote_mta or "local",
                 item.attempts + 1,
-                "sent" if outcome.delivered else "deferred" if outcome.temporary else "failed",
+                result,
                 outcome.reply(),
             )
+            if self.trace is not None:
+                self.trace.record(
+                    result,
+                    item.qid,
+                    to=rcpt,
+                    relay=outcome.remote_mta or "local",
+                    attempt=item.attempts + 1,
+                    reply=outcome.reply(),
+                )
         if failed and item.mail_from:
             await self._bounce(item, data, [RecipientStatus(r, o) for r, o in failed], None)
 
@@ -234,6 +256,14 @@ class QueueRunner:
             now=self.clock(),
         )
         qid = await self.enqueue("", [item.mail_from], dsn)
+        if self.trace is not None:
+            self.trace.record(
+                "dsn",
+                item.qid,
+                links=[qid],
+                kind="delayed" if delayed_until else "failed",
+                to=item.mail_from,
+            )
         log.info(
             "queue_id=%s dsn=%s for=%s to=<%s>",
             item.qid,

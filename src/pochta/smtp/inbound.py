@@ -33,13 +33,14 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pochta.accounts import AddressError, parse_address
+from pochta.observe.trace import Trace, message_id
 from pochta.smtp import codes
 from pochta.smtp.forward import ROUTING_LOOP, Forwarder, looping
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
 from pochta.store.deliver import deliver_to, deliver_to_users
-from pochta.store.interface import Recipient
+from pochta.store.interface import Delivered, Recipient
 
 if TYPE_CHECKING:
     from pochta.accounts import Accounts
@@ -65,12 +66,15 @@ class InboundHandler(BaseHandler):
         checks: SenderChecks | None = None,
         queue: QueueRunner | None = None,
         dkim: DKIMKeyStore | None = None,
+        trace: Trace | None = None,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
         )
         self.accounts = accounts
         self.store = store
+        #: Where each message's hops and verdicts are recorded (``pochta trace``).
+        self.trace = trace
         #: Sender verification and spam checks; None turns them off.
         self.checks = checks
         #: Forwarding to remote alias targets; None (no queue) turns it off,
@@ -154,16 +158,17 @@ class InboundHandler(BaseHandler):
         """RFC 5321 §4.1.1.4 DATA: check, add trace headers, store durably, then 250."""
         data = envelope.original_content
         assert data is not None  # aiosmtpd sets it before calling this hook
+        queue_id = new_queue_id()
+        self._trace_received(server, session, envelope, queue_id, data)
         refusal = self.check_data(data)
         if refusal is not None:
-            return str(refusal)
+            return self._refuse(queue_id, str(refusal))
         targets = self._forward_targets(envelope)
         if targets and looping(data):
             # RFC 5321 §6.3: a message that has been through this many hops
             # is looping (perhaps through a remote target forwarding back).
             log.warning("from=<%s> refused: routing loop (Received fields)", envelope.mail_from)
-            return str(ROUTING_LOOP)
-        queue_id = new_queue_id()
+            return self._refuse(queue_id, str(ROUTING_LOOP))
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         rcpts: list[str] = envelope.rcpt_tos
         return_path = return_path_header(mail_from)
@@ -176,13 +181,15 @@ class InboundHandler(BaseHandler):
         with self.delivering():
             try:
                 if envelope.users:
-                    await deliver_to_users(self.store, message, envelope.users)
+                    self._trace_stored(
+                        queue_id, await deliver_to_users(self.store, message, envelope.users)
+                    )
             except Exception:
                 log.exception("queue_id=%s store failed; told the client to retry", queue_id)
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(queue_id, str(codes.LOCAL_ERROR))
             # No sender checks ran: there are no verdicts of ours to seal.
             if not await self._forward(queue_id, mail_from, targets, received + data, False):
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(queue_id, str(codes.LOCAL_ERROR))
         log.info(
             "queue_id=%s from=<%s> to=%s size=%d result=stored",
             queue_id,
@@ -223,10 +230,12 @@ class InboundHandler(BaseHandler):
                 log.exception(
                     "queue_id=%s sender checks failed; told the client to retry", queue_id
                 )
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(queue_id, str(codes.LOCAL_ERROR))
             log.info("queue_id=%s checks %s", queue_id, judgement.summary)
+            if self.trace is not None:
+                self.trace.record("checks", queue_id, verdicts=judgement.summary)
             if judgement.refusal is not None:
-                return str(judgement.refusal)
+                return self._refuse(queue_id, str(judgement.refusal))
             # Copies with the same headers and mailbox share one store call.
             groups: dict[bytes, list[Recipient]] = {}
             for user, copy in judgement.copies.items():
@@ -238,17 +247,17 @@ class InboundHandler(BaseHandler):
                     # 7208 §9.1).
                     message = return_path + extra + judgement.headers + received
                     message += judgement.message
-                    await deliver_to(self.store, message, recipients)
+                    self._trace_stored(queue_id, await deliver_to(self.store, message, recipients))
             except Exception:
                 log.exception("queue_id=%s store failed; told the client to retry", queue_id)
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(queue_id, str(codes.LOCAL_ERROR))
             # Our Authentication-Results on top, as RFC 8617 §5.1 needs for
             # the seal; the same trace fields local copies get, without the
             # per-user X-Spam ones and without Return-Path (RFC 5321 §4.4:
             # only the final delivery adds it).
             forwarded = judgement.headers + received + judgement.message
             if not await self._forward(queue_id, mail_from, targets, forwarded, True):
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(queue_id, str(codes.LOCAL_ERROR))
         if envelope.greylisted:
             await self.checks.delivered(session.peer_ip)
         log.info(
@@ -280,7 +289,7 @@ class InboundHandler(BaseHandler):
         if not targets or self.forwarder is None:
             return True
         try:
-            await self.forwarder.forward(
+            qids = await self.forwarder.forward(
                 queue_id=queue_id,
                 mail_from=mail_from,
                 targets=targets,
@@ -290,4 +299,46 @@ class InboundHandler(BaseHandler):
         except Exception:
             log.exception("queue_id=%s could not be queued for forwarding; retry", queue_id)
             return False
+        if self.trace is not None:
+            to = [t for domain_targets in targets.values() for t in domain_targets]
+            self.trace.record("forwarded", queue_id, links=qids, to=to)
         return True
+
+    # -- message trace (``pochta trace``) -------------------------------------------
+
+    def _trace_received(
+        self,
+        server: PochtaSMTP,
+        session: PochtaSession,
+        envelope: PochtaEnvelope,
+        queue_id: str,
+        data: bytes,
+    ) -> None:
+        if self.trace is None:
+            return
+        self.trace.record(
+            "received",
+            queue_id,
+            mid=message_id(data),
+            via="lmtp" if server.lmtp else "smtp",
+            client=session.peer_ip,
+            helo=session.host_name or "",
+            tls=session.tls_info or "none",
+            mail_from=envelope.mail_from or "<>",
+            to=list(envelope.rcpt_tos),
+            size=len(data),
+        )
+
+    def _trace_stored(self, queue_id: str, delivered: list[Delivered]) -> None:
+        if self.trace is None:
+            return
+        for copy in delivered:
+            self.trace.record(
+                "stored", queue_id, user=copy.user, mailbox=copy.mailbox, uid=copy.uid
+            )
+
+    def _refuse(self, queue_id: str, reply: str) -> str:
+        """``reply`` for the client, recorded in the trace first."""
+        if self.trace is not None:
+            self.trace.record("refused", queue_id, reply=reply)
+        return reply

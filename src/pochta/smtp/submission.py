@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import secrets
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ from pochta.accounts.login import TooManyFailures
 from pochta.errors import UserFacingError
 from pochta.mailauth.dkim import SigningError, sign_message
 from pochta.mime import header_fields
+from pochta.observe.trace import Trace, message_id
 from pochta.smtp import codes
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import HourlyLimit, new_queue_id
@@ -73,11 +75,14 @@ class SubmissionHandler(BaseHandler):
         messages_per_hour: int,
         recipients_per_hour: int,
         dkim: DKIMKeyStore | None = None,
+        trace: Trace | None = None,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
         )
         self.accounts = accounts
+        #: Where each message's hops are recorded (``pochta trace``).
+        self.trace = trace
         self.guard = guard
         self.queue = queue
         self.messages = HourlyLimit(messages_per_hour)
@@ -175,14 +180,14 @@ class SubmissionHandler(BaseHandler):
         assert data is not None and session.user is not None and envelope.mail_from
         refusal = self.check_data(data)
         if refusal is not None:
-            return str(refusal)
+            return self._refuse(session, data, str(refusal))
         fields = header_block_fields(data)
         senders = [addr for _, addr in email.utils.getaddresses(fields.get(b"from", []))]
         if not senders or not any(senders):
-            return str(codes.NO_FROM)
+            return self._refuse(session, data, str(codes.NO_FROM))
         for sender in senders:
             if not self.accounts.sender_allowed(session.user, sender):
-                return str(codes.FROM_NOT_OWNED)
+                return self._refuse(session, data, str(codes.FROM_NOT_OWNED))
         queue_id = new_queue_id()
         added = b""
         if b"date" not in fields:  # RFC 6409 §8.2
@@ -198,7 +203,22 @@ class SubmissionHandler(BaseHandler):
                 qid = await self.queue.enqueue(envelope.mail_from, rcpts, message)
             except Exception:
                 log.exception("queue_id=%s could not be queued; told the client to retry", queue_id)
-                return str(codes.LOCAL_ERROR)
+                return self._refuse(session, message, str(codes.LOCAL_ERROR))
+        if self.trace is not None:
+            # Queued under the spool's id (our 250 reply names it); the
+            # Received field and a Message-ID we added carry ``queue_id``.
+            self.trace.record(
+                "submitted",
+                qid,
+                mid=message_id(message),
+                user=session.user,
+                client=session.peer_ip,
+                tls=session.tls_info or "none",
+                mail_from=envelope.mail_from,
+                to=rcpts,
+                size=len(message),
+                dkim=[m.decode("ascii", "replace") for m in _SIGNER.findall(signatures)],
+            )
         log.info(
             "queue_id=%s user=%s from=<%s> to=%s size=%d result=queued",
             qid,
@@ -208,6 +228,14 @@ class SubmissionHandler(BaseHandler):
             len(message),
         )
         return f"{codes.QUEUED} {qid}"
+
+    def _refuse(self, session: PochtaSession, data: bytes, reply: str) -> str:
+        """``reply`` for the client, recorded in the trace first."""
+        if self.trace is not None:
+            self.trace.record(
+                "refused", new_queue_id(), mid=message_id(data), user=session.user, reply=reply
+            )
+        return reply
 
     async def dkim_signatures(self, message: bytes, senders: list[str], queue_id: str) -> bytes:
         """DKIM-Signature fields for ``message`` by the keys of its From: domains, or b""."""
@@ -244,6 +272,10 @@ class SubmissionHandler(BaseHandler):
         except SigningError as exc:
             log.warning("queue_id=%s sent unsigned: %s", queue_id, exc)
             return b""
+
+
+#: The signing domain of each DKIM-Signature field (RFC 6376 §3.5 d= tag).
+_SIGNER = re.compile(rb"[;\s]d=([^;\s]+)")
 
 
 def header_block_fields(data: bytes) -> dict[bytes, list[str]]:

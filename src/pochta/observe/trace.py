@@ -1,0 +1,229 @@
+"""Message trace: each hop, lookup and verdict of a message, for ``pochta trace``.
+
+Design note
+-----------
+The server appends one JSON object per event to
+``data_dir/trace/YYYY-MM-DD.jsonl`` (the UTC day of the event). An event
+names the queue id under which the server handled the message (the id of
+our ``250`` replies and ``Received`` fields) and, where it is known, the
+message's Message-ID; an event that hands the message on under another
+queue id (a forwarded copy, a DSN about it) lists that id in ``links``.
+``pochta trace ID`` takes a Message-ID or a queue id, reads the last
+``KEEP_DAYS`` days, follows the links and prints the events in time order.
+
+Why append-only files, not SQLite: events are recorded on the event loop,
+several per message; an ``O_APPEND`` write of one line is a single
+``write(2)`` that needs no lock, and other processes on the same data
+directory may append to the same file (Linux keeps ``O_APPEND`` writes of
+a local file whole). No fsync: a trace explains what happened, it holds
+no mail; the last events before a power cut may be missing.
+
+What is recorded: addresses, hosts, replies and verdicts -- never
+credentials or message content besides its Message-ID. Files older than
+``KEEP_DAYS`` days are removed when the server starts and when a new day's
+file is opened.
+
+Failure behaviour: recording never raises; a trace directory that cannot
+be written is logged once and the events are dropped (mail flow goes on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pochta.trace")
+
+#: Days of trace kept on disk.
+KEEP_DAYS = 30
+
+_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+#: Longest Message-ID kept; longer ones are cut (RFC 5322 has no limit,
+#: but a header line is at most 998 octets).
+_MAX_ID = 998
+
+
+def message_id(message: bytes) -> str | None:
+    """The Message-ID of ``message`` (with its angle brackets), or None."""
+    head = message.split(b"\r\n\r\n", 1)[0]
+    match = _MESSAGE_ID.search(head)
+    if match is None:
+        return None
+    return match.group(1)[:_MAX_ID].decode("utf-8", "replace")
+
+
+def normalize_id(text: str) -> str:
+    """A Message-ID as the trace stores it: ``<...>``, outer spaces removed."""
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        return text
+    return f"<{text}>"
+
+
+class Trace:
+    """This process's writer of trace events (see the module note)."""
+
+    def __init__(self, directory: Path, keep_days: int = KEEP_DAYS) -> None:
+        self.directory = directory
+        self.keep_days = keep_days
+        self._fd = -1
+        self._day = ""
+        self._broken = False
+
+    def record(
+        self,
+        event: str,
+        qid: str,
+        *,
+        mid: str | None = None,
+        links: Iterable[str] = (),
+        **fields: Any,
+    ) -> None:
+        """Append one event; ``fields`` must be JSON values (str, int, lists...)."""
+        if self._broken:
+            return
+        now = time.time()
+        entry: dict[str, Any] = {"t": round(now, 3), "ev": event, "qid": qid}
+        if mid:
+            entry["mid"] = mid
+        linked = [link for link in links if link]
+        if linked:
+            entry["links"] = linked
+        entry.update(fields)
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        try:
+            os.write(self._file(now), line)
+        except OSError as exc:
+            # Tracing must never stop the mail; say it once.
+            self._broken = True
+            log.warning("trace: cannot write to %s: %s; tracing is off", self.directory, exc)
+
+    def _file(self, now: float) -> int:
+        day = _day(now)
+        if day != self._day or self._fd < 0:
+            self.close()
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._fd = os.open(
+                self.directory / f"{day}.jsonl",
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+            self._day = day
+            self.prune(now)
+        return self._fd
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove the files older than ``keep_days`` days; how many went."""
+        now = time.time() if now is None else now
+        oldest = _day(now - self.keep_days * 86400)
+        removed = 0
+        for day, path in _files(self.directory):
+            if day < oldest:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _day(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d")
+
+
+def _files(directory: Path) -> list[tuple[str, Path]]:
+    """(day, path) of the trace files in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    found = [(m.group(1), directory / name) for name in names if (m := _FILE.match(name))]
+    return sorted(found)
+
+
+def _lines(directory: Path, days: int, now: float) -> Iterator[str]:
+    """The lines of the last ``days`` days' files, oldest first."""
+    oldest = _day(now - days * 86400)
+    for day, path in _files(directory):
+        if day < oldest:
+            continue
+        try:
+            with path.open("r", encoding="utf-8", errors="replace") as f:
+                yield from f
+        except OSError:
+            continue
+
+
+def find(
+    directory: Path, key: str, *, days: int = KEEP_DAYS, now: float | None = None
+) -> list[dict[str, Any]]:
+    """Every event of the message ``key`` names (a Message-ID or a queue id), in time order.
+
+    Starts from the events with that Message-ID or queue id, then adds the
+    events of every queue id they share or link to, until nothing new turns up.
+    """
+    now = time.time() if now is None else now
+    key = key.strip()
+    mids = {normalize_id(key)} if "@" in key or key.startswith("<") else set()
+    qids = set() if mids else {key}
+    # (time, position in the files) -> event: equal times keep their order
+    # of writing; files only grow at their ends, so a position stays put.
+    found: dict[tuple[float, int], dict[str, Any]] = {}
+    # Each pass reads the files once; a line is decoded only when it
+    # mentions something we look for. A message's links are few levels deep.
+    for _ in range(8):
+        wanted = [json.dumps(w, ensure_ascii=False)[1:-1] for w in mids | qids]
+        before = (len(mids), len(qids))
+        for position, line in enumerate(_lines(directory, days, now)):
+            if not any(w in line for w in wanted):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("qid"), str):
+                continue
+            links = event.get("links")
+            linked = [x for x in links if isinstance(x, str)] if isinstance(links, list) else []
+            mid = event.get("mid")
+            mid = mid if isinstance(mid, str) else None
+            if mid in mids or event["qid"] in qids or set(linked) & qids:
+                qids.add(event["qid"])
+                qids.update(linked)
+                if mid is not None:
+                    mids.add(mid)
+                stamp = event.get("t")
+                when = float(stamp) if isinstance(stamp, int | float) else 0.0
+                found[(when, position)] = event
+        if (len(mids), len(qids)) == before:
+            break
+    return [found[k] for k in sorted(found)]
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One event as a line for people: time, queue id, event, its fields."""
+    stamp = event.get("t")
+    when = (
+        dt.datetime.fromtimestamp(float(stamp), dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if isinstance(stamp, int | float)
+        else "?"
+    )
+    rest = {k: v for k, v in event.items() if k not in ("t", "ev", "qid")}
+    parts = []
+    for name, value in rest.items():
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        parts.append(f"{name}={value}")
+    return f"{when}Z  {event.get('qid', '?'):<20}  {event.get('ev', '?'):<10}  " + " ".join(parts)
