@@ -242,6 +242,8 @@ def test_queue_cli(tmp_path: Path) -> None:
     assert "QID1: 1 recipients due now" in run("retry", "QID1")
     assert "QID1: deleted" in run("delete", "QID1")
     assert run("list").strip() == "queue is empty"
+    traced = runner.invoke(cli, ["--config", str(config), "trace", "QID1"])
+    assert "dropped" in traced.output and "reason=pochta queue delete" in traced.output
     missing = runner.invoke(cli, ["--config", str(config), "queue", "delete", "QID1"])
     assert missing.exit_code != 0
 

@@ -90,14 +90,20 @@ def retry(ctx: CliContext, qid: str) -> None:
 @pass_ctx
 def delete(ctx: CliContext, qid: str) -> None:
     """Drop a message without delivering or bouncing it."""
+    from pochta.observe.trace import Trace
     from pochta.queue import Spool
 
-    spool = Spool(ctx.settings().data_dir)
+    data_dir = ctx.settings().data_dir
+    spool = Spool(data_dir)
     try:
         if not spool.delete(qid):
             raise UserFacingError(f"no queued message {qid}")
     finally:
         spool.close()
+    # So that `pochta trace` tells why the message stopped here.
+    trace = Trace(data_dir / "trace")
+    trace.record("dropped", qid, reason="pochta queue delete")
+    trace.close()
     click.echo(f"{qid}: deleted")
 
 
