@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.conftest import TLSFiles
 
 from pochta.cli import _register, cli
@@ -447,3 +449,21 @@ def test_render_shortens_long_values() -> None:
     assert len(text) < 200 and "…" in text
     assert text.startswith('WRONG   s._domainkey.x.test TXT: expected "aaa')
     assert text.endswith(", found nothing — x")
+
+
+_TAG = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+_VALUE = st.from_regex(r"[!-:<-~]{0,20}", fullmatch=True)  # printable, no ";" or space
+
+
+@given(st.dictionaries(_TAG, _VALUE, max_size=6), st.sampled_from(["; ", ";", " ;  "]))
+def test_parse_tags_round_trip(tags: dict[str, str], sep: str) -> None:
+    """RFC 6376 §3.2 tag-lists: what we write is what we read, whatever the spacing."""
+    text = sep.join(f"{name} = {value}" for name, value in tags.items()) + sep
+    assert parse_tags(text) == tags
+
+
+@given(st.text(max_size=200))
+def test_parse_tags_takes_any_text(text: str) -> None:
+    tags = parse_tags(text)
+    for name, value in tags.items():
+        assert name and name == name.strip() and ";" not in name + value
