@@ -33,8 +33,16 @@ static int held;
 static double deadline;
 static int first_user;
 
+/* Round trips by command kind, for --latency. */
+enum kind { K_LOGIN, K_SELECT, K_SEARCH, K_FETCH, K_STORE, K_APPEND, K_EXPUNGE, K_LOGOUT, K_N };
+static const char *kind_names[K_N] = {"LOGIN", "SELECT", "UID SEARCH", "UID FETCH",
+                                      "UID STORE", "APPEND", "EXPUNGE", "LOGOUT"};
+
 struct client {
     int id;
+    long kind_count[K_N];
+    double kind_seconds[K_N];
+    double sent_at;
     int fd;
     char buf[1 << 16];
     size_t start, end;
@@ -164,6 +172,19 @@ static int finish(struct client *c, const char *tag, int want_search) {
     }
 }
 
+static enum kind kind_of(const char *cmd) {
+    for (int k = 0; k < K_N; k++)
+        if (strncmp(cmd, kind_names[k], strlen(kind_names[k])) == 0) return (enum kind)k;
+    return K_N;
+}
+
+static void count(struct client *c, enum kind k) {
+    if (k < K_N) {
+        c->kind_count[k]++;
+        c->kind_seconds[k] += now() - c->sent_at;
+    }
+}
+
 static int command(struct client *c, int want_search, const char *fmt, ...) {
     char tag[16], cmd[1024];
     snprintf(tag, sizeof tag, "a%d", ++c->tag);
@@ -173,11 +194,14 @@ static int command(struct client *c, int want_search, const char *fmt, ...) {
     n += vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
     va_end(ap);
     n += snprintf(cmd + n, sizeof cmd - (size_t)n, "\r\n");
+    c->sent_at = now();
     if (send_all(c, cmd, (size_t)n) < 0) {
         fail(c, "send failed");
         return -1;
     }
-    return finish(c, tag, want_search);
+    int rc = finish(c, tag, want_search);
+    if (rc == 0) count(c, kind_of(cmd + strlen(tag) + 1));
+    return rc;
 }
 
 /* The bytes of bench/imap_mixed.py's message(i). */
@@ -197,6 +221,7 @@ static int append(struct client *c, long i) {
     int size = message(body, sizeof body, i);
     snprintf(tag, sizeof tag, "a%d", ++c->tag);
     int n = snprintf(cmd, sizeof cmd, "%s APPEND INBOX {%d}\r\n", tag, size);
+    c->sent_at = now();
     if (send_all(c, cmd, (size_t)n) < 0 || read_line(c, line, sizeof line) < 0) {
         fail(c, "APPEND: connection lost");
         return -1;
@@ -209,7 +234,9 @@ static int append(struct client *c, long i) {
         fail(c, "APPEND: send failed");
         return -1;
     }
-    return finish(c, tag, 0);
+    int rc = finish(c, tag, 0);
+    if (rc == 0) count(c, K_APPEND);
+    return rc;
 }
 
 static int connect_login(struct client *c) {
@@ -312,5 +339,15 @@ int main(int argc, char **argv) {
         failed |= cs[i].failed;
     }
     printf("commands %ld seconds %.3f\n", total, now() - t0);
+    /* Then each kind's round trips: "round NAME count total_seconds". */
+    for (int k = 0; k < K_N; k++) {
+        long n = 0;
+        double s = 0;
+        for (int i = 0; i < clients; i++) {
+            n += cs[i].kind_count[k];
+            s += cs[i].kind_seconds[k];
+        }
+        if (n) printf("round %s %ld %.6f\n", kind_names[k], n, s);
+    }
     return failed ? 1 : 0;
 }

@@ -121,6 +121,8 @@ LAST_CPU: tuple[float, float] | None = None
 
 #: --client c: the compiled bench/imap_load.c, run instead of the imaplib threads.
 C_CLIENT: Path | None = None
+#: --client c --latency: command kind -> (round trips, seconds in them).
+C_ROUNDS: dict[str, tuple[int, float]] = {}
 
 
 def build_c_client(work: Path) -> Path:
@@ -155,8 +157,13 @@ def run_c_mode(port: int, users: list[str], seconds: float, per_cycle_login: boo
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"imap_load failed: {done.stderr.strip()}")
-    commands = int(done.stdout.split()[1])
-    ran = float(done.stdout.split()[3])
+    lines = done.stdout.splitlines()
+    commands = int(lines[0].split()[1])
+    ran = float(lines[0].split()[3])
+    if LATENCY is not None:  # "round NAME count seconds": only sums, no median
+        for line in lines[1:]:
+            head, count, spent = line.rsplit(" ", 2)
+            C_ROUNDS[head.removeprefix("round ")] = (int(count), float(spent))
     if SERVER_PID and commands:
         server_us = (cpu_seconds(SERVER_PID) - server0) / commands * 1e6
         used = child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
@@ -293,6 +300,12 @@ def main() -> None:
                     f"      {name:12} x {len(times):6}  {times[len(times) // 2] * 1e3:6.2f} ms"
                     f"  {sum(times) / len(times) * 1e3:6.2f} ms  {sum(times) / total:5.1%}"
                 )
+        if C_ROUNDS:
+            total = sum(spent for _, spent in C_ROUNDS.values())
+            print("    round trips in the held mode (C client): mean, share of time")
+            for name, (count, spent) in C_ROUNDS.items():
+                mean = spent / count * 1e3
+                print(f"      {name:12} x {count:6}  {mean:6.2f} ms  {spent / total:5.1%}")
         if not args.held_only:
             print(f"  login + logout per cycle:  {relog:8.0f} commands/s")
         if proc is not None:
