@@ -227,6 +227,19 @@ def test_starttls_then_login_and_capabilities(connect: Connect) -> None:
     assert client.select("INBOX")[0] == "OK"
 
 
+def test_starttls_sends_no_session_tickets_imaps_does(connect: Connect) -> None:
+    """TLS 1.3 tickets after STARTTLS break offlineimap (see Server._imap_starttls)."""
+    for kind, tickets in (("imap", False), ("imaps", True)):
+        client = connect(kind)
+        client.noop()  # the tickets, if any, come right after the handshake
+        sock = client.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        assert sock.version() == "TLSv1.3"
+        session = sock.session
+        assert session is not None
+        assert session.has_ticket is tickets, kind
+
+
 def test_imaps_login_and_bad_password(connect: Connect) -> None:
     client = connect("imaps", login=False)
     assert b"AUTH=PLAIN" in client.capability()[1][0]
