@@ -340,14 +340,19 @@ def test_trace_shows_the_forward_and_the_refusal(net: Net) -> None:
         time.sleep(0.05)
     events = find(directory, f"{mark}@sender.test")
     kinds = [e["ev"] for e in events]
-    assert kinds == ["received", "checks", "stored", "forwarded", "mx", "connection", "sent"]
+    # A connection to B that an earlier test left open is reused: no MX lookup then.
+    assert kinds in (
+        ["received", "checks", "stored", "forwarded", "mx", "connection", "sent"],
+        ["received", "checks", "stored", "forwarded", "connection", "sent"],
+    ), kinds
+    assert events[-2]["reused"] is ("mx" not in kinds)
     received, checks, stored, forwarded = events[:4]
     assert received["client"] == CLIENT_IP and received["to"] == ["mixed@one.test"]
     assert "dmarc=pass" in checks["verdicts"]
     assert (stored["user"], stored["mailbox"]) == (ALICE, "INBOX")
     (copy,) = forwarded["links"]
     assert forwarded["to"] == [BOB]
-    assert [e["qid"] for e in events[4:]] == [copy, copy, copy]
+    assert {e["qid"] for e in events[4:]} == {copy}
     # Refused at DATA: the trace says with what reply.
     refused_mark = marker()
     replies = send(net.a.address("smtp"), SENDER, ["fwd@one.test"], message(refused_mark),
