@@ -138,3 +138,11 @@ def test_find_survives_any_file_content(tmp_path_factory: pytest.TempPathFactory
     for event in find(directory, key):
         assert isinstance(event, dict)
         describe(event)
+
+
+def test_values_that_are_not_json_are_written_as_text(tmp_path: Path) -> None:
+    trace = Trace(tmp_path)
+    trace.record("stored", "Q1", path=tmp_path, odd="\udcff surrogate")
+    trace.close()
+    (event,) = find(tmp_path, "Q1")
+    assert event["path"] == str(tmp_path) and event["odd"] == "? surrogate"

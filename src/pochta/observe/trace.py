@@ -99,9 +99,12 @@ class Trace:
         if linked:
             entry["links"] = linked
         entry.update(fields)
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        # default=str: a value that is not JSON (a Path, an enum) is written as
+        # text rather than failing the mail flow that records it.
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        line_bytes = line.encode("utf-8", "replace") + b"\n"
         try:
-            os.write(self._file(now), line)
+            os.write(self._file(now), line_bytes)
         except OSError as exc:
             # Tracing must never stop the mail; say it once.
             self._broken = True
