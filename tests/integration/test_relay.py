@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import smtplib
 import ssl
 import time
@@ -166,6 +167,11 @@ def test_trace_follows_a_message_across_both_servers(pair: Pair, ca: trustme.CA)
     assert connection["tls"] is True  # opportunistic STARTTLS
     assert done["relay"] == "mail.two.test" and done["reply"].startswith("250 ")
     assert done["qid"] == submitted["qid"]
+    # The id in A's Received field (not the spool's) finds the message too.
+    received_id = re.search(rb"by mail\.one\.test \(Pochta\) with ESMTPSA[^;]* id (\w+)", data)
+    assert received_id is not None
+    by_received = find(pair.a.settings.data_dir / "trace", received_id.group(1).decode())
+    assert [e["ev"] for e in by_received] == ["submitted", "mx", "connection", "sent"]
     # The receiving side: the same Message-ID, its own queue id.
     got = _trace(pair.b, "<traced.1@one.test>", "stored")
     assert [e["ev"] for e in got] == ["received", "checks", "stored"]

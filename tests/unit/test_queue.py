@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pochta.config import DeliverySettings
+from pochta.observe.trace import Trace, find
 from pochta.queue import Outcome, Spool
 from pochta.queue.runner import QueueRunner
 
@@ -54,7 +55,9 @@ class Collect:
         return {r: Outcome(250, "2.0.0", "stored") for r in rcpts}
 
 
-def make(tmp_path: Path, script: Script, **settings: object) -> tuple[QueueRunner, Clock, Collect]:
+def make(
+    tmp_path: Path, script: Script, *, trace: Trace | None = None, **settings: object
+) -> tuple[QueueRunner, Clock, Collect]:
     clock = Clock()
     local = Collect()
     spool = Spool(tmp_path)
@@ -64,6 +67,7 @@ def make(tmp_path: Path, script: Script, **settings: object) -> tuple[QueueRunne
         settings=DeliverySettings(**settings),  # type: ignore[arg-type]
         route=lambda domain: local if domain == "one.test" else script,
         clock=clock,
+        trace=trace,
     )
     return runner, clock, local
 
@@ -146,8 +150,9 @@ async def test_no_bounce_for_a_bounce(tmp_path: Path) -> None:
 
 async def test_expiry_turns_a_temporary_failure_into_a_bounce(tmp_path: Path) -> None:
     script = Script({"bob@two.test": [LATER, LATER]})
-    runner, clock, local = make(tmp_path, script, retry_intervals=(100,), max_age=150)
-    await runner.enqueue("alice@one.test", ["bob@two.test"], MSG)
+    trace = Trace(tmp_path / "trace")
+    runner, clock, local = make(tmp_path, script, trace=trace, retry_intervals=(100,), max_age=150)
+    qid = await runner.enqueue("alice@one.test", ["bob@two.test"], MSG)
     await runner.run_once()
     clock.now += 200
     await runner.run_once()
@@ -155,6 +160,14 @@ async def test_expiry_turns_a_temporary_failure_into_a_bounce(tmp_path: Path) ->
     assert len(local.got) == 1 and b"Status: 4.7.1" in local.got[0][2]
     assert runner.spool.messages() == []
     runner.spool.close()
+    # The trace says the second 4xx was the end, not another deferral.
+    trace.close()
+    events = [e for e in find(tmp_path / "trace", qid) if e["qid"] == qid]
+    assert [(e["ev"], e.get("attempt"), e.get("expired")) for e in events] == [
+        ("deferred", 1, None),
+        ("failed", 2, True),
+        ("dsn", None, None),
+    ]
 
 
 async def test_delay_notice_is_sent_once(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pochta.observe import trace as trace_module
 from pochta.observe.trace import Trace, describe, find, message_id, normalize_id
 
 DAY = 86400.0
@@ -107,14 +108,50 @@ def test_days_are_files_and_old_ones_are_pruned(tmp_path: Path) -> None:
     assert [e["ev"] for e in find(tmp_path, "Q1", days=7)] == ["stale", "received"]
 
 
-def test_a_file_in_the_way_turns_tracing_off_quietly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_write_failure_pauses_tracing_then_it_tries_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = [time.time()]
+    monkeypatch.setattr(trace_module.time, "time", lambda: clock[0])
     (tmp_path / "trace").write_text("not a directory")
     trace = Trace(tmp_path / "trace")
     trace.record("received", "Q1")
-    trace.record("stored", "Q1")
-    assert sum("tracing is off" in r.message for r in caplog.records) == 1
+    trace.record("stored", "Q1")  # dropped quietly: paused
+    assert sum("no tracing for" in r.message for r in caplog.records) == 1
+    (tmp_path / "trace").unlink()
+    clock[0] += trace_module.RETRY_AFTER - 1
+    trace.record("stored", "Q2")  # still paused
+    clock[0] += 2
+    trace.record("stored", "Q3")
+    trace.close()
+    assert [e["qid"] for e in find(tmp_path / "trace", "Q3", now=clock[0])] == ["Q3"]
+    assert find(tmp_path / "trace", "Q2", now=clock[0]) == []
+
+
+def test_a_self_referring_value_is_not_recorded(tmp_path: Path) -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    trace = Trace(tmp_path)
+    trace.record("stored", "Q1", odd=loop)
+    trace.record("stored", "Q2")
+    trace.close()
+    assert find(tmp_path, "Q1") == [] and len(find(tmp_path, "Q2")) == 1
+
+
+def test_folded_message_id_and_a_header_block_without_end() -> None:
+    assert message_id(b"Message-ID:\r\n <folded@x>\r\n\r\nbody") == "<folded@x>"
+    assert message_id(b"Subject: s\r\nMessage-Id: <only-headers@x>\r\n") == "<only-headers@x>"
+    # Without a header end, only the first 64 KiB are looked at (it runs on the loop).
+    far = b"X: " + b"x" * 70_000 + b"\r\nMessage-ID: <far@x>\r\n"
+    assert message_id(far) is None
+
+
+def test_describe_escapes_what_strangers_wrote() -> None:
+    line = describe(
+        {"t": 0, "ev": "received", "qid": "Q1", "helo": "\x1b[31mred", "mid": "<a\x9b\u202eb@x>"}
+    )
+    assert "\x1b" not in line and "\\x1b[31mred" in line
+    assert "\x9b" not in line and "\u202e" not in line and "<a\\x9b\\u202eb@x>" in line
 
 
 @settings(max_examples=200, deadline=None)

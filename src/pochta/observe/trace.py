@@ -23,8 +23,9 @@ credentials or message content besides its Message-ID. Files older than
 ``KEEP_DAYS`` days are removed when the server starts and when a new day's
 file is opened.
 
-Failure behaviour: recording never raises; a trace directory that cannot
-be written is logged once and the events are dropped (mail flow goes on).
+Failure behaviour: recording never raises; while the trace directory
+cannot be written, events are dropped (mail flow goes on), with a warning
+and another try a minute later.
 """
 
 from __future__ import annotations
@@ -46,7 +47,19 @@ log = logging.getLogger("pochta.trace")
 KEEP_DAYS = 30
 
 _FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+# The field may be folded before its value (RFC 5322 §2.2.3).
+_MESSAGE_ID = re.compile(
+    rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE
+)
+#: Where the header block is looked for when it has no end (a message of
+#: headers only): Message-ID is near the top, and this runs on the loop.
+_HEAD_LIMIT = 64 * 1024
+#: Seconds without tracing after a failed write, before trying again.
+RETRY_AFTER = 60.0
+#: Characters of other people's text (HELO, Message-ID, replies) that
+#: ``describe`` shows escaped: C0/C1 controls, DEL, and the Unicode format,
+#: line and paragraph separators a terminal may act on.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 #: Longest Message-ID kept; longer ones are cut (RFC 5322 has no limit,
 #: but a header line is at most 998 octets).
 _MAX_ID = 998
@@ -54,8 +67,8 @@ _MAX_ID = 998
 
 def message_id(message: bytes) -> str | None:
     """The Message-ID of ``message`` (with its angle brackets), or None."""
-    head = message.split(b"\r\n\r\n", 1)[0]
-    match = _MESSAGE_ID.search(head)
+    end = message.find(b"\r\n\r\n", 0, _HEAD_LIMIT)
+    match = _MESSAGE_ID.search(message, 0, end if end >= 0 else _HEAD_LIMIT)
     if match is None:
         return None
     return match.group(1)[:_MAX_ID].decode("utf-8", "replace")
@@ -77,7 +90,10 @@ class Trace:
         self.keep_days = keep_days
         self._fd = -1
         self._day = ""
-        self._broken = False
+        #: The current file's day ends at this time (UTC midnight).
+        self._day_ends = 0.0
+        #: No writing before this time (after a failure).
+        self._paused_until = 0.0
 
     def record(
         self,
@@ -88,10 +104,10 @@ class Trace:
         links: Iterable[str] = (),
         **fields: Any,
     ) -> None:
-        """Append one event; ``fields`` must be JSON values (str, int, lists...)."""
-        if self._broken:
-            return
+        """Append one event; ``fields`` are JSON values (anything else is written as text)."""
         now = time.time()
+        if now < self._paused_until:
+            return
         entry: dict[str, Any] = {"t": round(now, 3), "ev": event, "qid": qid}
         if mid:
             entry["mid"] = mid
@@ -101,18 +117,31 @@ class Trace:
         entry.update(fields)
         # default=str: a value that is not JSON (a Path, an enum) is written as
         # text rather than failing the mail flow that records it.
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        try:
+            line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (ValueError, RecursionError):  # a value that refers to itself
+            log.warning(
+                "trace: event %s of %s not recorded: its fields cannot be written", event, qid
+            )
+            return
         line_bytes = line.encode("utf-8", "replace") + b"\n"
         try:
             os.write(self._file(now), line_bytes)
         except OSError as exc:
-            # Tracing must never stop the mail; say it once.
-            self._broken = True
-            log.warning("trace: cannot write to %s: %s; tracing is off", self.directory, exc)
+            # Tracing must never stop the mail (a full disk, no more fds):
+            # drop events for a while, then try again.
+            self._paused_until = now + RETRY_AFTER
+            self.close()
+            log.warning(
+                "trace: cannot write to %s: %s; no tracing for %.0f s",
+                self.directory,
+                exc,
+                RETRY_AFTER,
+            )
 
     def _file(self, now: float) -> int:
-        day = _day(now)
-        if day != self._day or self._fd < 0:
+        if now >= self._day_ends or self._fd < 0:
+            day = _day(now)
             self.close()
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = os.open(
@@ -121,6 +150,10 @@ class Trace:
                 0o600,
             )
             self._day = day
+            midnight = dt.datetime.fromtimestamp(now, dt.UTC).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
+            self._day_ends = (midnight + dt.timedelta(days=1)).timestamp()
             self.prune(now)
         return self._fd
 
@@ -226,7 +259,13 @@ def describe(event: dict[str, Any]) -> str:
     rest = {k: v for k, v in event.items() if k not in ("t", "ev", "qid")}
     parts = []
     for name, value in rest.items():
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        parts.append(f"{name}={value}")
-    return f"{when}Z  {event.get('qid', '?'):<20}  {event.get('ev', '?'):<10}  " + " ".join(parts)
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        parts.append(f"{_printable(name)}={_printable(text)}")
+    qid, ev = _printable(str(event.get("qid", "?"))), _printable(str(event.get("ev", "?")))
+    return f"{when}Z  {qid:<20}  {ev:<10}  " + " ".join(parts)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters shown as escapes: HELO names,
+    Message-IDs and replies come from strangers, and this goes to a terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pochta.config import DeliverySettings
 from pochta.observe.trace import Trace
@@ -216,8 +216,14 @@ class QueueRunner:
             self.settings.retry_intervals,
             self.settings.max_age,
         )
+        # A temporary failure past [delivery].max_age is final too: the spool
+        # says which recipients failed for good.
+        given_up = {rcpt for rcpt, _ in failed}
         for rcpt, outcome in outcomes.items():
-            result = "sent" if outcome.delivered else "deferred" if outcome.temporary else "failed"
+            if outcome.delivered:
+                result = "sent"
+            else:
+                result = "failed" if rcpt in given_up or outcome.permanent else "deferred"
             log.info(
                 "queue_id=%s to=<%s> relay=%s attempt=%d result=%s reply=%r",
                 item.qid,
@@ -228,6 +234,9 @@ class QueueRunner:
                 outcome.reply(),
             )
             if self.trace is not None:
+                extra: dict[str, Any] = (
+                    {"expired": True} if outcome.temporary and rcpt in given_up else {}
+                )
                 self.trace.record(
                     result,
                     item.qid,
@@ -235,6 +244,7 @@ class QueueRunner:
                     relay=outcome.remote_mta or "local",
                     attempt=item.attempts + 1,
                     reply=outcome.reply(),
+                    **extra,
                 )
         if failed and item.mail_from:
             await self._bounce(item, data, [RecipientStatus(r, o) for r, o in failed], None)

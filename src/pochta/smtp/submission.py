@@ -178,17 +178,19 @@ class SubmissionHandler(BaseHandler):
     ) -> str:
         data = envelope.original_content
         assert data is not None and session.user is not None and envelope.mail_from
+        # Named in our Received field (and a Message-ID we add); the spool
+        # names the queued message itself (``qid`` below, in our 250 reply).
+        queue_id = new_queue_id()
         refusal = self.check_data(data)
         if refusal is not None:
-            return self._refuse(session, data, str(refusal))
+            return self._refuse(queue_id, session, data, str(refusal))
         fields = header_block_fields(data)
         senders = [addr for _, addr in email.utils.getaddresses(fields.get(b"from", []))]
         if not senders or not any(senders):
-            return self._refuse(session, data, str(codes.NO_FROM))
+            return self._refuse(queue_id, session, data, str(codes.NO_FROM))
         for sender in senders:
             if not self.accounts.sender_allowed(session.user, sender):
-                return self._refuse(session, data, str(codes.FROM_NOT_OWNED))
-        queue_id = new_queue_id()
+                return self._refuse(queue_id, session, data, str(codes.FROM_NOT_OWNED))
         added = b""
         if b"date" not in fields:  # RFC 6409 §8.2
             added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
@@ -203,14 +205,16 @@ class SubmissionHandler(BaseHandler):
                 qid = await self.queue.enqueue(envelope.mail_from, rcpts, message)
             except Exception:
                 log.exception("queue_id=%s could not be queued; told the client to retry", queue_id)
-                return self._refuse(session, message, str(codes.LOCAL_ERROR))
+                return self._refuse(queue_id, session, message, str(codes.LOCAL_ERROR))
         if self.trace is not None:
             # Queued under the spool's id (our 250 reply names it); the
-            # Received field and a Message-ID we added carry ``queue_id``.
+            # Received field and a Message-ID we added carry ``queue_id``,
+            # linked so that either finds the message.
             self.trace.record(
                 "submitted",
                 qid,
                 mid=message_id(message),
+                links=[queue_id],
                 user=session.user,
                 client=session.peer_ip,
                 tls=session.tls_info or "none",
@@ -229,11 +233,11 @@ class SubmissionHandler(BaseHandler):
         )
         return f"{codes.QUEUED} {qid}"
 
-    def _refuse(self, session: PochtaSession, data: bytes, reply: str) -> str:
+    def _refuse(self, queue_id: str, session: PochtaSession, data: bytes, reply: str) -> str:
         """``reply`` for the client, recorded in the trace first."""
         if self.trace is not None:
             self.trace.record(
-                "refused", new_queue_id(), mid=message_id(data), user=session.user, reply=reply
+                "refused", queue_id, mid=message_id(data), user=session.user, reply=reply
             )
         return reply
 
