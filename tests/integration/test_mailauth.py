@@ -28,6 +28,7 @@ import email.policy
 import logging
 import re
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -600,3 +601,32 @@ def test_a_second_author_does_not_dodge_the_dmarc_policy(net: Net, from_fields: 
     assert code == 550, reply
     assert reply.startswith("5.7.1") and "one.test" in reply, reply
     assert find(net.b, BOB, tag) is None
+
+
+def test_a_helo_that_is_not_utf8_still_gets_the_mail_stored(net: Net) -> None:
+    """A HELO with a byte that is not UTF-8 (aiosmtpd keeps it as a lone
+    surrogate) once made every DATA fail with 451 while writing Received-SPF:
+    the mail would have been retried for ever. The header says "?" instead."""
+    tag = marker()
+    with socket.create_connection(net.b.address("smtp"), timeout=10) as sock:
+        f = sock.makefile("rb")
+
+        def say(line: bytes) -> bytes:
+            sock.sendall(line + b"\r\n")
+            reply = f.readline()
+            while reply[3:4] == b"-":
+                reply = f.readline()
+            return reply
+
+        assert f.readline().startswith(b"220")
+        assert say(b"EHLO bad\xffname.example.test").startswith(b"250")
+        assert say(b"MAIL FROM:<carol@sender.test>").startswith(b"250")
+        assert say(b"RCPT TO:<" + BOB.encode() + b">").startswith(b"250")
+        assert say(b"DATA").startswith(b"354")
+        reply = say(message("carol@sender.test", f"odd helo {tag}").replace(b"\r\n.", b"\r\n..")
+                    + b"\r\n.")  # fmt: skip
+        assert reply.startswith(b"250"), reply
+    found = find(net.b, BOB, tag, timeout=5)
+    assert found is not None
+    spf = header_values(found[1], "Received-SPF")[0]
+    assert "bad?name.example.test" in spf

@@ -673,6 +673,15 @@ def test_received_spf_has_no_injected_lines() -> None:
     assert not re.search(rb"\r\n[^ ]", header)
 
 
+def test_received_spf_with_bytes_that_were_not_utf8() -> None:
+    """aiosmtpd keeps undecodable bytes as lone surrogates; the field still encodes."""
+    result = spf_result("none", sender="a\udcff@example.com")
+    header = received_spf(result, ip="192.0.2.1", helo="bad\udcff", receiver="mx.test")
+    text = unfold(header)
+    assert 'helo="bad?"' in text or "helo=bad?" in text
+    assert "\udcff" not in text
+
+
 @pytest.mark.parametrize("name", sorted(RESULTS))
 def test_received_spf_every_result(name: str) -> None:
     text = unfold(received_spf(spf_result(name), ip="192.0.2.1", helo="h.test", receiver="r.test"))

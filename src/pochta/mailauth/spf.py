@@ -168,8 +168,16 @@ def _clean(text: str) -> str:
 
 
 def _no_controls(text: str) -> str:
-    """No control characters (CR, LF, NUL, C1) from untrusted input; UTF-8 stays."""
-    return "".join("?" if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch for ch in text)
+    """No control characters (CR, LF, NUL, C1) from untrusted input; UTF-8 stays.
+
+    Lone surrogates (bytes that were not UTF-8, kept by ``surrogateescape``,
+    e.g. a HELO of ``bad\\xff``) become "?" too: the field is written as
+    UTF-8, which cannot encode them, and the mail must not wait for ever.
+    """
+    return "".join(
+        "?" if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or 0xD800 <= ord(ch) <= 0xDFFF else ch
+        for ch in text
+    )
 
 
 def _lookup_problem(name: str) -> str | None:
