@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import mmap
 import os
 import re
 import time
@@ -189,16 +190,34 @@ def _files(directory: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def _lines(directory: Path, days: int, now: float) -> Iterator[str]:
-    """The lines of the last ``days`` days' files, oldest first."""
+def _matching_lines(
+    directory: Path, days: int, now: float, wanted: list[bytes]
+) -> Iterator[tuple[tuple[str, int], bytes]]:
+    """((day, offset), line) of each line of the last ``days`` days' files
+    that contains one of ``wanted``, undecoded; a line once only.
+
+    The files are searched, not read line by line: ``mmap`` and
+    ``bytes.find`` go through a day of a busy server in milliseconds.
+    """
     oldest = _day(now - days * 86400)
     for day, path in _files(directory):
         if day < oldest:
             continue
         try:
-            with path.open("r", encoding="utf-8", errors="replace") as f:
-                yield from f
-        except OSError:
+            with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                starts: set[int] = set()
+                for w in wanted:
+                    at = data.find(w)
+                    while at >= 0:
+                        start = data.rfind(b"\n", 0, at) + 1
+                        end = data.find(b"\n", at)
+                        end = len(data) if end < 0 else end
+                        starts.add(start)
+                        at = data.find(w, end)
+                for start in sorted(starts):
+                    end = data.find(b"\n", start)
+                    yield (day, start), data[start : len(data) if end < 0 else end]
+        except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
             continue
 
 
@@ -216,17 +235,17 @@ def find(
     qids = set() if mids else {key}
     # (time, position in the files) -> event: equal times keep their order
     # of writing; files only grow at their ends, so a position stays put.
-    found: dict[tuple[float, int], dict[str, Any]] = {}
-    # Each pass reads the files once; a line is decoded only when it
-    # mentions something we look for. A message's links are few levels deep.
+    found: dict[tuple[float, tuple[str, int]], dict[str, Any]] = {}
+    # Each pass searches the files for the ids that turned up in the pass
+    # before (lines with older ids were seen already); only the lines that
+    # hold one are decoded. A message's links are few levels deep.
+    new = mids | qids
     for _ in range(8):
-        wanted = [json.dumps(w, ensure_ascii=False)[1:-1] for w in mids | qids]
-        before = (len(mids), len(qids))
-        for position, line in enumerate(_lines(directory, days, now)):
-            if not any(w in line for w in wanted):
-                continue
+        wanted = [json.dumps(w, ensure_ascii=False)[1:-1].encode("utf-8", "replace") for w in new]
+        before_mids, before_qids = set(mids), set(qids)
+        for position, raw in _matching_lines(directory, days, now, wanted):
             try:
-                event = json.loads(line)
+                event = json.loads(raw.decode("utf-8", "replace"))
             except ValueError:
                 continue
             if not isinstance(event, dict) or not isinstance(event.get("qid"), str):
@@ -243,7 +262,8 @@ def find(
                 stamp = event.get("t")
                 when = float(stamp) if isinstance(stamp, int | float) else 0.0
                 found[(when, position)] = event
-        if (len(mids), len(qids)) == before:
+        new = (mids - before_mids) | (qids - before_qids)
+        if not new:
             break
     return [found[k] for k in sorted(found)]
 
