@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean clients
 
-# Real mail clients the IMAP and POP3 interoperability tests drive (Debian packages).
-CLIENTS := mbsync offlineimap mutt fetchmail imapfilter
+# Real mail clients the IMAP, POP3 and submission tests drive (Debian packages).
+CLIENTS := mbsync offlineimap mutt fetchmail imapfilter msmtp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,11 +33,11 @@ clients:
 	@missing=""; for c in $(CLIENTS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && \
-		   (DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt fetchmail imapfilter >/dev/null 2>&1 || \
+		   (DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt fetchmail imapfilter msmtp >/dev/null 2>&1 || \
 		    (apt-get update -q >/dev/null 2>&1 && \
-		     DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt fetchmail imapfilter >/dev/null 2>&1)); then \
-			echo "installed isync offlineimap3 mutt fetchmail imapfilter"; \
-		else echo "WARNING: missing:$$missing; install isync offlineimap3 mutt fetchmail imapfilter (apt-get) for the client tests"; fi; \
+		     DEBIAN_FRONTEND=noninteractive apt-get install -y -q isync offlineimap3 mutt fetchmail imapfilter msmtp >/dev/null 2>&1)); then \
+			echo "installed isync offlineimap3 mutt fetchmail imapfilter msmtp"; \
+		else echo "WARNING: missing:$$missing; install isync offlineimap3 mutt fetchmail imapfilter msmtp (apt-get) for the client tests"; fi; \
 	fi
 
 test: lint clients

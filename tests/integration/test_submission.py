@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import shutil
 import smtplib
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +186,40 @@ def test_aiosmtplib_client(sub: ServerThread, tls_files: TLSFiles) -> None:
 
     asyncio.run(send())
     assert b"Subject: aio" in wait_for_file(bob_new(sub)).read_bytes()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+@pytest.mark.parametrize("auth", ["plain", "scram-sha-256"])
+def test_msmtp_submits(
+    sub: ServerThread, tls_files: TLSFiles, tmp_path: Path, tls: str, auth: str
+) -> None:
+    """msmtp, the sendmail of mutt and many scripts, submits with STARTTLS or
+    implicit TLS (RFC 8314), verifying the certificate, with PLAIN or SCRAM."""
+    binary = shutil.which("msmtp")
+    if binary is None:
+        pytest.skip("msmtp not found: apt-get install msmtp (make clients)")
+    ca = tmp_path / "ca.pem"
+    tls_files.ca.cert_pem.write_to_path(str(ca))
+    kind = "submission" if tls == "starttls" else "submissions"
+    rc = tmp_path / "msmtprc"
+    rc.write_text(
+        f"account default\nhost 127.0.0.1\nport {sub.address(kind)[1]}\n"
+        f"tls on\ntls_starttls {'on' if tls == 'starttls' else 'off'}\n"
+        f"tls_trust_file {ca}\ntls_host_override mail.example.test\n"
+        f"auth {auth}\nuser {ALICE[0]}\npassword {ALICE[1]}\nfrom {ALICE[0]}\n"
+        "domain laptop.example.test\n"
+    )
+    rc.chmod(0o600)
+    message = f"From: Alice <{ALICE[0]}>\r\nTo: bob@example.test\r\nSubject: via msmtp\r\n"
+    message += "\r\nHi.\r\n"
+    done = subprocess.run(
+        [binary, "-C", str(rc), "bob@example.test"],
+        input=message.encode(),
+        capture_output=True,
+        timeout=30,
+        env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = wait_for_file(bob_new(sub)).read_bytes()
+    assert b"Subject: via msmtp" in data and data.endswith(b"\r\n\r\nHi.\r\n")
+    assert b"Received: from laptop.example.test" in data and b" with ESMTPSA (TLSv1." in data
