@@ -119,6 +119,17 @@ def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Pat
     return path
 
 
+def with_common_name(tls_files: TLSFiles) -> None:
+    """Re-issue the server certificate with a subject CN: offlineimap and
+    fetchmail refuse one without (the shared test certificate has none; real
+    ones, and those ``pochta.tls`` makes, have one). Same CA, same names."""
+    issued = tls_files.ca.issue_cert(
+        "mail.example.test", "localhost", "127.0.0.1", common_name="localhost"
+    )
+    tls_files.cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    tls_files.key.write_bytes(issued.private_key_pem.bytes())
+
+
 @pytest.fixture
 def settings(tmp_path: Path, tls_files: TLSFiles) -> Settings:
     return load_settings(write_settings(tmp_path))

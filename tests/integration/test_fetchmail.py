@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import TLSFiles
+from tests.conftest import TLSFiles, with_common_name
 from tests.integration.test_pop3 import ALICE, MSG1, MSG2, MSG3, PASSWORD, Pop3Server
 
 from pochta.store import Recipient
@@ -27,16 +27,6 @@ MDA = """#!/bin/sh
 n=$(ls "$1" | wc -l)
 cat > "$1/$(printf %04d "$n").eml"
 """
-
-
-def with_common_name(tls_files: TLSFiles) -> None:
-    """fetchmail (like offlineimap) refuses a certificate without a subject CN,
-    as the shared test one is; real ones, and pochta.tls's, have one."""
-    issued = tls_files.ca.issue_cert(
-        "mail.example.test", "localhost", "127.0.0.1", common_name="localhost"
-    )
-    tls_files.cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-    tls_files.key.write_bytes(issued.private_key_pem.bytes())
 
 
 @pytest.fixture

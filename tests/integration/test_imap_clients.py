@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.conftest import TLSFiles
+from tests.conftest import TLSFiles, with_common_name
 from tests.integration.test_imap import ALICE, MSG_8BIT, MSG_MULTI, PASSWORD, ImapServer, start
 
 SKIP_REASON = "install isync/offlineimap3/mutt (make clients)"
@@ -66,14 +66,7 @@ class Env:
 
 @pytest.fixture
 def srv(tmp_path: Path, tls_files: TLSFiles) -> Iterator[ImapServer]:
-    # The shared test certificate has no subject CN; offlineimap refuses such
-    # a certificate ("no commonName found"), as real ones (and the ones
-    # pochta.tls makes) have one. Same CA, same names, plus a CN.
-    issued = tls_files.ca.issue_cert(
-        "mail.example.test", "localhost", "127.0.0.1", common_name="localhost"
-    )
-    tls_files.cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-    tls_files.key.write_bytes(issued.private_key_pem.bytes())
+    with_common_name(tls_files)  # offlineimap refuses a certificate without a CN
     server = start(tmp_path, allow_plaintext=False)
     try:
         yield server

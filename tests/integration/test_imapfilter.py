@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import TLSFiles
-from tests.integration.test_fetchmail import with_common_name
+from tests.conftest import TLSFiles, with_common_name
 from tests.integration.test_imap import ALICE, PASSWORD, ImapServer, start
 
 RULES = """
