@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pochta.config import DeliverySettings
-from pochta.observe.trace import Trace, find
+from pochta.observe.trace import NO_TRACE, Trace, find
 from pochta.queue import Outcome, Spool
 from pochta.queue.runner import QueueRunner
 
@@ -56,7 +56,7 @@ class Collect:
 
 
 def make(
-    tmp_path: Path, script: Script, *, trace: Trace | None = None, **settings: object
+    tmp_path: Path, script: Script, *, trace: Trace = NO_TRACE, **settings: object
 ) -> tuple[QueueRunner, Clock, Collect]:
     clock = Clock()
     local = Collect()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pochta.observe import trace as trace_module
-from pochta.observe.trace import Trace, describe, find, message_id, normalize_id
+from pochta.observe.trace import NO_TRACE, Trace, describe, find, message_id, normalize_id
 
 DAY = 86400.0
 
@@ -183,3 +183,13 @@ def test_values_that_are_not_json_are_written_as_text(tmp_path: Path) -> None:
     trace.close()
     (event,) = find(tmp_path, "Q1")
     assert event["path"] == str(tmp_path) and event["odd"] == "? surrogate"
+
+
+def test_no_trace_and_events_without_a_queue_id_write_nothing(tmp_path: Path) -> None:
+    NO_TRACE.record("received", "Q1")
+    NO_TRACE.stored("Q1", [])
+    assert NO_TRACE.prune() == 0
+    trace = Trace(tmp_path)
+    trace.record("mx", "", domain="x.test")  # a deliverer called without a queue id
+    trace.close()
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("pochta.trace")
 
@@ -83,10 +83,25 @@ def normalize_id(text: str) -> str:
     return f"<{text}>"
 
 
-class Trace:
-    """This process's writer of trace events (see the module note)."""
+class StoredCopy(Protocol):
+    """Where a copy landed (``pochta.store.Delivered`` is one)."""
 
-    def __init__(self, directory: Path, keep_days: int = KEEP_DAYS) -> None:
+    @property
+    def user(self) -> str: ...
+    @property
+    def mailbox(self) -> str: ...
+    @property
+    def uid(self) -> int: ...
+
+
+class Trace:
+    """This process's writer of trace events (see the module note).
+
+    ``directory`` None: a trace that records nothing (:data:`NO_TRACE`), the
+    default of the handlers that record, so they never check for one.
+    """
+
+    def __init__(self, directory: Path | None, keep_days: int = KEEP_DAYS) -> None:
         self.directory = directory
         self.keep_days = keep_days
         self._fd = -1
@@ -105,7 +120,12 @@ class Trace:
         links: Iterable[str] = (),
         **fields: Any,
     ) -> None:
-        """Append one event; ``fields`` are JSON values (anything else is written as text)."""
+        """Append one event; ``fields`` are JSON values (anything else is written as text).
+
+        An event without a queue id is not written: nothing could find it.
+        """
+        if self.directory is None or not qid:
+            return
         now = time.time()
         if now < self._paused_until:
             return
@@ -140,7 +160,13 @@ class Trace:
                 RETRY_AFTER,
             )
 
+    def stored(self, qid: str, copies: Iterable[StoredCopy]) -> None:
+        """A ``stored`` event for each copy a delivery put in a mailbox."""
+        for copy in copies:
+            self.record("stored", qid, user=copy.user, mailbox=copy.mailbox, uid=copy.uid)
+
     def _file(self, now: float) -> int:
+        assert self.directory is not None
         if now >= self._day_ends or self._fd < 0:
             day = _day(now)
             self.close()
@@ -160,6 +186,8 @@ class Trace:
 
     def prune(self, now: float | None = None) -> int:
         """Remove the files older than ``keep_days`` days; how many went."""
+        if self.directory is None:
+            return 0
         now = time.time() if now is None else now
         oldest = _day(now - self.keep_days * 86400)
         removed = 0
@@ -174,6 +202,10 @@ class Trace:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+#: The trace of servers and handlers built without one (tests, embedding).
+NO_TRACE = Trace(None)
 
 
 def _day(when: float) -> str:

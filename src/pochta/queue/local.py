@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from pochta.accounts import Accounts
-from pochta.observe.trace import Trace
+from pochta.observe.trace import NO_TRACE, Trace
 from pochta.queue.outcome import Outcome
 from pochta.smtp.forward import ROUTING_LOOP, looping
 from pochta.smtp.policy import return_path_header
@@ -41,7 +41,7 @@ class LocalDeliverer:
         accounts: Accounts,
         store: Store,
         forward: Enqueue | None = None,
-        trace: Trace | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.accounts = accounts
         self.store = store
@@ -75,13 +75,8 @@ class LocalDeliverer:
         if users:
             message = return_path_header(mail_from) + data
             try:
-                stored = await deliver_to_users(self.store, message, users)
+                self.trace.stored(qid, await deliver_to_users(self.store, message, users))
                 result = Outcome(250, "2.0.0", "Delivered to local mailbox")
-                if self.trace is not None:
-                    for copy in stored:
-                        self.trace.record(
-                            "stored", qid, user=copy.user, mailbox=copy.mailbox, uid=copy.uid
-                        )
             except Exception as exc:
                 result = Outcome(451, "4.3.0", f"Local store unavailable: {type(exc).__name__}")
             for rcpt in accepted:
@@ -111,6 +106,5 @@ class LocalDeliverer:
             ",".join(f"<{t}>" for t in targets),
             copy,
         )
-        if self.trace is not None:
-            self.trace.record("forwarded", qid, links=[copy], to=targets)
+        self.trace.record("forwarded", qid, links=[copy], to=targets)
         return Outcome(250, "2.0.0", f"Forwarded as {copy}")

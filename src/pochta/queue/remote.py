@@ -28,11 +28,10 @@ import random
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from pochta.dns.records import DNSError, TemporaryDNSError
 from pochta.dns.resolver import Resolver, host_addresses
-from pochta.observe.trace import Trace
+from pochta.observe.trace import NO_TRACE, Trace
 from pochta.queue.outcome import Outcome, permanent, temporary
 from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply
 
@@ -59,7 +58,7 @@ class MXDeliverer:
         port: int = 25,
         timeout: float = 60.0,
         rng: random.Random | None = None,
-        trace: Trace | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.resolver = resolver
         #: Where lookups and connections are recorded (``pochta trace``).
@@ -113,20 +112,20 @@ class MXDeliverer:
             return reused
         hosts = await self.mx_hosts(domain)
         if isinstance(hosts, Outcome):
-            self._note("mx", qid, domain=domain, error=hosts.reply())
+            self.trace.record("mx", qid, domain=domain, error=hosts.reply())
             return dict.fromkeys(rcpts, hosts)
-        self._note("mx", qid, domain=domain, hosts=hosts)
+        self.trace.record("mx", qid, domain=domain, hosts=hosts)
         last = temporary(f"No mail server for {domain} could be reached", "4.4.1")
         for host in hosts:
             try:
                 addresses = await host_addresses(self.resolver, host)
             except TemporaryDNSError as exc:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.3")
-                self._note("attempt", qid, host=host, reply=last.reply())
+                self.trace.record("attempt", qid, host=host, reply=last.reply())
                 continue
             except DNSError as exc:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.4")
-                self._note("attempt", qid, host=host, reply=last.reply())
+                self.trace.record("attempt", qid, host=host, reply=last.reply())
                 continue
             for address in addresses:
                 result = await self._attempt(
@@ -134,7 +133,9 @@ class MXDeliverer:
                 )
                 if isinstance(result, Outcome):
                     last = result
-                    self._note("attempt", qid, host=host, address=str(address), reply=last.reply())
+                    self.trace.record(
+                        "attempt", qid, host=host, address=str(address), reply=last.reply()
+                    )
                     continue
                 return result
         return dict.fromkeys(rcpts, last)
@@ -144,10 +145,6 @@ class MXDeliverer:
     # the next message to the same domain (as Postfix's connection cache
     # does): the TCP and TLS handshakes and EHLO are paid once per burst, not
     # once per message.
-
-    def _note(self, event: str, qid: str, **fields: Any) -> None:
-        if self.trace is not None and qid:
-            self.trace.record(event, qid, **fields)
 
     async def _reuse(
         self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, qid: str
@@ -162,7 +159,7 @@ class MXDeliverer:
             except SMTPClientError:
                 client.close()  # timed out by the far side meanwhile: open a new one
                 continue
-            self._note("connection", qid, host=host, tls=client.tls, reused=True)
+            self.trace.record("connection", qid, host=host, tls=client.tls, reused=True)
             self._keep(domain, client, host)
             return result
 
@@ -230,7 +227,9 @@ class MXDeliverer:
             client.close()
             outcome = temporary(f"Connection to {host} lost: {exc}", "4.4.2", host)
             return dict.fromkeys(rcpts, outcome)
-        self._note("connection", qid, host=host, address=address, tls=client.tls, reused=False)
+        self.trace.record(
+            "connection", qid, host=host, address=address, tls=client.tls, reused=False
+        )
         self._keep(domain, client, host)
         return result
 

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from pochta.config import DeliverySettings
-from pochta.observe.trace import Trace
+from pochta.observe.trace import NO_TRACE, Trace
 from pochta.queue.dsn import RecipientStatus, build_dsn
 from pochta.queue.outcome import Outcome
 from pochta.queue.spool import Spool, Work
@@ -76,7 +76,7 @@ class QueueRunner:
         settings: DeliverySettings,
         route: Callable[[str], Deliverer],
         clock: Callable[[], float] = time.time,
-        trace: Trace | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self.spool = spool
         #: Where each attempt's outcome is recorded (``pochta trace``).
@@ -194,8 +194,7 @@ class QueueRunner:
             data = await self._io(self.spool.read, item.qid)
         except FileNotFoundError:
             log.warning("queue_id=%s message file missing; dropping", item.qid)
-            if self.trace is not None:
-                self.trace.record("dropped", item.qid, reason="message file missing")
+            self.trace.record("dropped", item.qid, reason="message file missing")
             await self._io(self.spool.delete, item.qid)
             return
         deliverer = self.route(item.domain)
@@ -233,19 +232,18 @@ class QueueRunner:
                 result,
                 outcome.reply(),
             )
-            if self.trace is not None:
-                extra: dict[str, Any] = (
-                    {"expired": True} if outcome.temporary and rcpt in given_up else {}
-                )
-                self.trace.record(
-                    result,
-                    item.qid,
-                    to=rcpt,
-                    relay=outcome.remote_mta or "local",
-                    attempt=item.attempts + 1,
-                    reply=outcome.reply(),
-                    **extra,
-                )
+            extra: dict[str, Any] = (
+                {"expired": True} if outcome.temporary and rcpt in given_up else {}
+            )
+            self.trace.record(
+                result,
+                item.qid,
+                to=rcpt,
+                relay=outcome.remote_mta or "local",
+                attempt=item.attempts + 1,
+                reply=outcome.reply(),
+                **extra,
+            )
         if failed and item.mail_from:
             await self._bounce(item, data, [RecipientStatus(r, o) for r, o in failed], None)
 
@@ -266,14 +264,13 @@ class QueueRunner:
             now=self.clock(),
         )
         qid = await self.enqueue("", [item.mail_from], dsn)
-        if self.trace is not None:
-            self.trace.record(
-                "dsn",
-                item.qid,
-                links=[qid],
-                kind="delayed" if delayed_until else "failed",
-                to=item.mail_from,
-            )
+        self.trace.record(
+            "dsn",
+            item.qid,
+            links=[qid],
+            kind="delayed" if delayed_until else "failed",
+            to=item.mail_from,
+        )
         log.info(
             "queue_id=%s dsn=%s for=%s to=<%s>",
             item.qid,

@@ -33,14 +33,14 @@ import weakref
 from typing import TYPE_CHECKING
 
 from pochta.accounts import AddressError, parse_address
-from pochta.observe.trace import Trace, message_id
+from pochta.observe.trace import NO_TRACE, Trace, message_id
 from pochta.smtp import codes
 from pochta.smtp.forward import ROUTING_LOOP, Forwarder, looping
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
 from pochta.store.deliver import deliver_to, deliver_to_users
-from pochta.store.interface import Delivered, Recipient
+from pochta.store.interface import Recipient
 
 if TYPE_CHECKING:
     from pochta.accounts import Accounts
@@ -66,7 +66,7 @@ class InboundHandler(BaseHandler):
         checks: SenderChecks | None = None,
         queue: QueueRunner | None = None,
         dkim: DKIMKeyStore | None = None,
-        trace: Trace | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
@@ -181,7 +181,7 @@ class InboundHandler(BaseHandler):
         with self.delivering():
             try:
                 if envelope.users:
-                    self._trace_stored(
+                    self.trace.stored(
                         queue_id, await deliver_to_users(self.store, message, envelope.users)
                     )
             except Exception:
@@ -232,8 +232,7 @@ class InboundHandler(BaseHandler):
                 )
                 return self._refuse(queue_id, str(codes.LOCAL_ERROR))
             log.info("queue_id=%s checks %s", queue_id, judgement.summary)
-            if self.trace is not None:
-                self.trace.record("checks", queue_id, verdicts=judgement.summary)
+            self.trace.record("checks", queue_id, verdicts=judgement.summary)
             if judgement.refusal is not None:
                 return self._refuse(queue_id, str(judgement.refusal))
             # Copies with the same headers and mailbox share one store call.
@@ -247,7 +246,7 @@ class InboundHandler(BaseHandler):
                     # 7208 §9.1).
                     message = return_path + extra + judgement.headers + received
                     message += judgement.message
-                    self._trace_stored(queue_id, await deliver_to(self.store, message, recipients))
+                    self.trace.stored(queue_id, await deliver_to(self.store, message, recipients))
             except Exception:
                 log.exception("queue_id=%s store failed; told the client to retry", queue_id)
                 return self._refuse(queue_id, str(codes.LOCAL_ERROR))
@@ -299,9 +298,8 @@ class InboundHandler(BaseHandler):
         except Exception:
             log.exception("queue_id=%s could not be queued for forwarding; retry", queue_id)
             return False
-        if self.trace is not None:
-            to = [t for domain_targets in targets.values() for t in domain_targets]
-            self.trace.record("forwarded", queue_id, links=qids, to=to)
+        to = [t for domain_targets in targets.values() for t in domain_targets]
+        self.trace.record("forwarded", queue_id, links=qids, to=to)
         return True
 
     # -- message trace (``pochta trace``) -------------------------------------------
@@ -314,8 +312,6 @@ class InboundHandler(BaseHandler):
         queue_id: str,
         data: bytes,
     ) -> None:
-        if self.trace is None:
-            return
         self.trace.record(
             "received",
             queue_id,
@@ -329,16 +325,7 @@ class InboundHandler(BaseHandler):
             size=len(data),
         )
 
-    def _trace_stored(self, queue_id: str, delivered: list[Delivered]) -> None:
-        if self.trace is None:
-            return
-        for copy in delivered:
-            self.trace.record(
-                "stored", queue_id, user=copy.user, mailbox=copy.mailbox, uid=copy.uid
-            )
-
     def _refuse(self, queue_id: str, reply: str) -> str:
         """``reply`` for the client, recorded in the trace first."""
-        if self.trace is not None:
-            self.trace.record("refused", queue_id, reply=reply)
+        self.trace.record("refused", queue_id, reply=reply)
         return reply

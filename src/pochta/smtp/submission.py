@@ -45,7 +45,7 @@ from pochta.accounts.login import TooManyFailures
 from pochta.errors import UserFacingError
 from pochta.mailauth.dkim import SigningError, sign_message
 from pochta.mime import header_fields
-from pochta.observe.trace import Trace, message_id
+from pochta.observe.trace import NO_TRACE, Trace, message_id
 from pochta.smtp import codes
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import HourlyLimit, new_queue_id
@@ -75,7 +75,7 @@ class SubmissionHandler(BaseHandler):
         messages_per_hour: int,
         recipients_per_hour: int,
         dkim: DKIMKeyStore | None = None,
-        trace: Trace | None = None,
+        trace: Trace = NO_TRACE,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
@@ -206,23 +206,22 @@ class SubmissionHandler(BaseHandler):
             except Exception:
                 log.exception("queue_id=%s could not be queued; told the client to retry", queue_id)
                 return self._refuse(queue_id, session, message, str(codes.LOCAL_ERROR))
-        if self.trace is not None:
-            # Queued under the spool's id (our 250 reply names it); the
-            # Received field and a Message-ID we added carry ``queue_id``,
-            # linked so that either finds the message.
-            self.trace.record(
-                "submitted",
-                qid,
-                mid=message_id(message),
-                links=[queue_id],
-                user=session.user,
-                client=session.peer_ip,
-                tls=session.tls_info or "none",
-                mail_from=envelope.mail_from,
-                to=rcpts,
-                size=len(message),
-                dkim=[m.decode("ascii", "replace") for m in _SIGNER.findall(signatures)],
-            )
+        # Queued under the spool's id (our 250 reply names it); the
+        # Received field and a Message-ID we added carry ``queue_id``,
+        # linked so that either finds the message.
+        self.trace.record(
+            "submitted",
+            qid,
+            mid=message_id(message),
+            links=[queue_id],
+            user=session.user,
+            client=session.peer_ip,
+            tls=session.tls_info or "none",
+            mail_from=envelope.mail_from,
+            to=rcpts,
+            size=len(message),
+            dkim=[m.decode("ascii", "replace") for m in _SIGNER.findall(signatures)],
+        )
         log.info(
             "queue_id=%s user=%s from=<%s> to=%s size=%d result=queued",
             qid,
@@ -235,10 +234,7 @@ class SubmissionHandler(BaseHandler):
 
     def _refuse(self, queue_id: str, session: PochtaSession, data: bytes, reply: str) -> str:
         """``reply`` for the client, recorded in the trace first."""
-        if self.trace is not None:
-            self.trace.record(
-                "refused", queue_id, mid=message_id(data), user=session.user, reply=reply
-            )
+        self.trace.record("refused", queue_id, mid=message_id(data), user=session.user, reply=reply)
         return reply
 
     async def dkim_signatures(self, message: bytes, senders: list[str], queue_id: str) -> bytes:
