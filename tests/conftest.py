@@ -8,9 +8,11 @@ poplib) from the test thread.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -117,6 +119,34 @@ def write_settings(directory: Path, extra: str = "", *, tls: bool = True) -> Pat
     path = directory / "pochta.toml"
     path.write_text(text)
     return path
+
+
+def need_client(binary: str) -> str:
+    """The path of a real mail client the interoperability tests drive.
+
+    ``make test`` installs them first (its ``clients`` target, apt-get as
+    root); where that could not be done (not root, no package mirror) the
+    test is skipped with that advice rather than failed: the server is not
+    what is missing.
+    """
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed: run `make clients` (apt-get, as root)")
+    return path
+
+
+def traced(server: ServerThread, key: str, until: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """The trace of ``key`` (Message-ID or queue id) on ``server`` once it has
+    an event ``until`` (deliveries finish after the client's 250), or at the timeout."""
+    from pochta.observe.trace import find
+
+    directory = server.settings.data_dir / "trace"
+    deadline = time.monotonic() + timeout
+    while True:
+        events = find(directory, key)
+        if any(e["ev"] == until for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
 
 
 def with_common_name(tls_files: TLSFiles) -> None:

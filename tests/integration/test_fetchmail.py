@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import poplib
-import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import TLSFiles, with_common_name
+from tests.conftest import TLSFiles, need_client, with_common_name
 from tests.integration.test_pop3 import ALICE, MSG1, MSG2, MSG3, PASSWORD, Pop3Server
 
 from pochta.store import Recipient
@@ -45,9 +44,7 @@ def fetchmail(tmp_path: Path, tls_files: TLSFiles, port: int, server: str, *opti
     """One fetchmail run for alice; returns the directory of the messages it
     handed over. ``server``: the poll line's options (protocol...), ``options``
     the user's (ssl, keep...)."""
-    binary = shutil.which("fetchmail")
-    if binary is None:
-        pytest.skip("fetchmail not found: apt-get install fetchmail (make clients)")
+    binary = need_client("fetchmail")
     home = tmp_path / "home"
     out = home / "got"
     out.mkdir(parents=True, exist_ok=True)

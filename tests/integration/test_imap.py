@@ -80,6 +80,11 @@ class ImapServer(ServerThread):
     def deliver(self, data: bytes, user: str = ALICE) -> None:
         self.call(lambda: self.server.store.deliver(data, [Recipient(user)]))
 
+    def deliver_numbered(self, count: int) -> None:
+        """``count`` small messages "Subject: m0", "m1"... to ALICE's INBOX."""
+        for i in range(count):
+            self.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+
     def stop(self) -> None:
         try:
             super().stop()
@@ -476,8 +481,7 @@ def test_flag_searches_agree_with_their_negations(srv: ImapServer, connect: Conn
     """A single system-flag key is answered from the view's rows; it must give
     what the general search gives for NOT NOT key, with message numbers
     moved by expunges and a message another session expunged (pending)."""
-    for i in range(6):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(6)
     client, other = connect(), connect()
     client.select("INBOX")
     other.select("INBOX")
@@ -500,8 +504,7 @@ def test_flag_searches_agree_with_their_negations(srv: ImapServer, connect: Conn
 
 
 def test_store_expunge_copy_move_with_uidplus(srv: ImapServer, connect: Connect) -> None:
-    for i in range(5):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(5)
     client = connect()
     client.select("INBOX")
     typ, data = client.store("1:2", "+FLAGS", "(\\Deleted $Work)")
@@ -523,8 +526,7 @@ def test_store_expunge_copy_move_with_uidplus(srv: ImapServer, connect: Connect)
 
 
 def test_uid_expunge_only_named(srv: ImapServer, connect: Connect) -> None:
-    for i in range(3):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(3)
     client = connect()
     client.select("INBOX")
     client.store("1:3", "+FLAGS", "\\Deleted")
@@ -661,8 +663,7 @@ def test_idle_finds_changes_it_was_not_told_of(
 
 
 def test_expunge_not_sent_during_fetch(srv: ImapServer, connect: Connect) -> None:
-    for i in range(3):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(3)
     a, b = connect(), connect()
     a.select("INBOX")
     b.select("INBOX")
@@ -684,8 +685,7 @@ def test_reselect_matches_a_fresh_select(
 ) -> None:
     """A re-SELECT builds its view from the previous one and the changes
     since; what the client sees must equal a new session's SELECT."""
-    for i in range(5):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(5)
     a = raw()
     a.send(b"s1 SELECT INBOX\r\n")
     a.until(b"s1")
@@ -802,8 +802,7 @@ def test_fuzzed_lines_never_break_the_session(
 
 
 def test_condstore_resync(srv: ImapServer, raw: Callable[..., Raw], connect: Connect) -> None:
-    for i in range(3):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(3)
     r = raw()
     r.send(b"a SELECT INBOX (CONDSTORE)\r\n")
     out = b"".join(r.until(b"a"))
@@ -837,8 +836,7 @@ def test_condstore_resync(srv: ImapServer, raw: Callable[..., Raw], connect: Con
 def test_qresync_resync_after_changes(
     srv: ImapServer, raw: Callable[..., Raw], connect: Connect
 ) -> None:
-    for i in range(4):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(4)
     r = raw()
     r.send(b"a ENABLE QRESYNC\r\nb SELECT INBOX\r\n")
     assert r.until(b"a")[0] == b"* ENABLED QRESYNC\r\n"
@@ -882,8 +880,7 @@ def test_qresync_after_old_tombstones_were_pruned(
     expunges (also of one racing its two reads); a re-SELECT reads afresh."""
     from pochta.store.mailbox_jobs import PruneTombstonesJob
 
-    for i in range(8):
-        srv.deliver(b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    srv.deliver_numbered(8)
     r = raw()
     r.send(b"a ENABLE QRESYNC\r\nb SELECT INBOX\r\n")
     r.until(b"a")

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import select
-import shutil
 import ssl
 import struct
 import subprocess
@@ -29,20 +28,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.conftest import TLSFiles, with_common_name
+from tests.conftest import TLSFiles, need_client, with_common_name
 from tests.integration.test_imap import ALICE, MSG_8BIT, MSG_MULTI, PASSWORD, ImapServer, start
-
-SKIP_REASON = "install isync/offlineimap3/mutt (make clients)"
 
 #: Seconds a client run may take; a normal run takes well under one second.
 CLIENT_TIMEOUT = 30
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} not found: {SKIP_REASON}")
-    return path
 
 
 @dataclass
@@ -420,7 +410,7 @@ CopyArrivalDate yes
 @pytest.mark.parametrize("tls", ["IMAPS", "STARTTLS"])
 def test_mbsync_two_way_sync(srv: ImapServer, remote: Remote, env: Env, tls: str) -> None:
     """mbsync over implicit TLS and over STARTTLS: see :func:`two_way_sync`."""
-    mbsync = need("mbsync")
+    mbsync = need_client("mbsync")
     maildir = env.home / "Mail"
     maildir.mkdir()  # mbsync creates folders, not the store's root
     config = mbsync_config(env, srv, maildir, tls)
@@ -486,7 +476,7 @@ def test_offlineimap_two_way_sync(srv: ImapServer, remote: Remote, env: Env, tls
     five hung or failed ("Too many read 0") until the server stopped
     sending tickets after IMAP STARTTLS (``Server._imap_starttls``).
     """
-    offlineimap = need("offlineimap")
+    offlineimap = need_client("offlineimap")
     maildir = env.home / "Mail"
     config = offlineimap_config(env, srv, maildir, tls)
 
@@ -608,7 +598,7 @@ set pager_stop=yes
 def mutt_run(env: Env, rc: Path, keys: str, what: str = "mutt") -> None:
     """mutt on its INBOX with ``keys`` pushed as if typed; with a protocol
     log (-d 5: ~/.muttdebug0) shown if it fails."""
-    mutt = need("mutt")
+    mutt = need_client("mutt")
     argv = [mutt, "-n", "-d", "5", "-F", str(rc), "-e", f"push '{keys}'"]
     run_in_terminal(env, argv, what, log=env.home / ".muttdebug0")
 
@@ -684,7 +674,7 @@ def test_mutt_resync_from_header_cache(srv: ImapServer, remote: Remote, env: Env
 def test_mutt_batch_send_saves_to_imap_sent(srv: ImapServer, remote: Remote, env: Env) -> None:
     """mutt without a terminal (batch mode) sends through a sendmail
     program and saves its copy in the IMAP Sent folder (APPEND over STARTTLS)."""
-    mutt = need("mutt")
+    mutt = need_client("mutt")
     sent = env.home / "sent.eml"
     sendmail = env.home / "sendmail"
     sendmail.write_text(f"#!/bin/sh\ncat > {sent}\n")
@@ -758,17 +748,22 @@ def test_clients_refuse_a_certificate_from_another_ca(
     maildir = env.home / "Mail"
     maildir.mkdir()
     if client == "mutt":
-        mutt = need("mutt")
+        mutt = need_client("mutt")
         # mutt asks what to do with a certificate it cannot verify.
         rc = muttrc(env, srv, "imaps")
         screen = run_in_terminal(env, [mutt, "-n", "-F", str(rc)], "mutt", until=b"(r)eject")
         assert "(r)eject" in screen
         return
     if client == "mbsync":
-        argv = [need("mbsync"), "-c", str(mbsync_config(env, srv, maildir, "STARTTLS")), "-a"]
+        argv = [
+            need_client("mbsync"),
+            "-c",
+            str(mbsync_config(env, srv, maildir, "STARTTLS")),
+            "-a",
+        ]
     else:
         config = offlineimap_config(env, srv, maildir)
-        argv = [need("offlineimap"), "-c", str(config), "-o", "-u", "basic"]
+        argv = [need_client("offlineimap"), "-c", str(config), "-o", "-u", "basic"]
     done = subprocess.run(
         argv, env=env.vars(), capture_output=True, text=True, timeout=CLIENT_TIMEOUT
     )

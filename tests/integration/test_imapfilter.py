@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import imaplib
 import os
-import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import TLSFiles, with_common_name
+from tests.conftest import TLSFiles, need_client, with_common_name
 from tests.integration.test_imap import ALICE, PASSWORD, ImapServer, start
 
 RULES = """
@@ -102,9 +101,7 @@ def subjects(imap: imaplib.IMAP4_SSL, mailbox: str) -> dict[str, str]:
 def test_imapfilter_rules_move_flag_copy_and_delete(
     srv: ImapServer, tls_files: TLSFiles, tmp_path: Path
 ) -> None:
-    binary = shutil.which("imapfilter")
-    if binary is None:
-        pytest.skip("imapfilter not found: apt-get install imapfilter (make clients)")
+    binary = need_client("imapfilter")
     imap = client(srv, tls_files)
     messages = [
         msg("Invoice 42"),

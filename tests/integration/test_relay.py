@@ -18,12 +18,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 from click.testing import CliRunner
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, traced
 from tests.dnsserver import DNSTestServer
 from tests.integration.hosts import free_port_on, make_host
 
@@ -139,17 +138,6 @@ async def _messages(server: ServerThread) -> list[QueuedMessage]:
     return server.server.queue.spool.messages()
 
 
-def _trace(server: ServerThread, key: str, want: str, timeout: float = 10) -> list[dict[str, Any]]:
-    """The trace of ``key`` on ``server`` once it has an event ``want``."""
-    directory = server.settings.data_dir / "trace"
-    deadline = time.monotonic() + timeout
-    while True:
-        events = find(directory, key)
-        if any(e["ev"] == want for e in events) or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
-
-
 def test_trace_follows_a_message_across_both_servers(pair: Pair, ca: trustme.CA) -> None:
     body = (
         "From: alice@one.test\r\nTo: bob@two.test\r\nSubject: traced\r\n"
@@ -157,7 +145,7 @@ def test_trace_follows_a_message_across_both_servers(pair: Pair, ca: trustme.CA)
     )
     submit(pair.a, ca, "alice@one.test", ["bob@two.test"], body)
     (data,) = wait_inbox(pair.b, "bob@two.test")
-    sent = _trace(pair.a, "traced.1@one.test", "sent")
+    sent = traced(pair.a, "traced.1@one.test", "sent")
     assert [e["ev"] for e in sent] == ["submitted", "mx", "connection", "sent"]
     submitted, mx, connection, done = sent
     assert submitted["user"] == "alice@one.test" and submitted["to"] == ["bob@two.test"]
@@ -173,7 +161,7 @@ def test_trace_follows_a_message_across_both_servers(pair: Pair, ca: trustme.CA)
     by_received = find(pair.a.settings.data_dir / "trace", received_id.group(1).decode())
     assert [e["ev"] for e in by_received] == ["submitted", "mx", "connection", "sent"]
     # The receiving side: the same Message-ID, its own queue id.
-    got = _trace(pair.b, "<traced.1@one.test>", "stored")
+    got = traced(pair.b, "<traced.1@one.test>", "stored")
     assert [e["ev"] for e in got] == ["received", "checks", "stored"]
     received, checks, stored = got
     assert received["client"].startswith("127.") and received["helo"] == "mail.one.test"
@@ -193,7 +181,7 @@ def test_trace_of_a_refusal_reaches_the_dsn(pair: Pair, ca: trustme.CA) -> None:
     submit(pair.a, ca, "alice@one.test", ["nobody@two.test"],
            "From: alice@one.test\r\nMessage-ID: <lost.1@one.test>\r\n\r\nx\r\n")  # fmt: skip
     wait_inbox(pair.a, "alice@one.test")
-    events = _trace(pair.a, "lost.1@one.test", "stored")
+    events = traced(pair.a, "lost.1@one.test", "stored")
     kinds = [e["ev"] for e in events]
     assert kinds[:4] == ["submitted", "mx", "connection", "failed"], kinds
     failed = events[3]
@@ -211,7 +199,7 @@ def test_pochta_trace_command(pair: Pair, ca: trustme.CA) -> None:
     submit(pair.a, ca, "alice@one.test", ["bob@two.test"],
            "From: alice@one.test\r\nMessage-ID: <cli.1@one.test>\r\n\r\nx\r\n")  # fmt: skip
     wait_inbox(pair.b, "bob@two.test")
-    _trace(pair.a, "cli.1@one.test", "sent")
+    traced(pair.a, "cli.1@one.test", "sent")
     config = pair.a.settings.data_dir.parent / "pochta.toml"
     _register()
     runner = CliRunner()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -15,7 +14,14 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from tests.conftest import FAST_HASHER, ServerThread, TLSFiles, populate, write_settings
+from tests.conftest import (
+    FAST_HASHER,
+    ServerThread,
+    TLSFiles,
+    need_client,
+    populate,
+    write_settings,
+)
 
 from pochta.accounts import Accounts
 from pochta.config import load_settings
@@ -195,9 +201,7 @@ def test_msmtp_submits(
 ) -> None:
     """msmtp, the sendmail of mutt and many scripts, submits with STARTTLS or
     implicit TLS (RFC 8314), verifying the certificate, with PLAIN or SCRAM."""
-    binary = shutil.which("msmtp")
-    if binary is None:
-        pytest.skip("msmtp not found: apt-get install msmtp (make clients)")
+    binary = need_client("msmtp")
     ca = tmp_path / "ca.pem"
     tls_files.ca.cert_pem.write_to_path(str(ca))
     kind = "submission" if tls == "starttls" else "submissions"
