@@ -33,27 +33,9 @@ def rss_kib(pid: int, field: str = "VmHWM") -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads and its live
-    child processes (IMAP workers), in seconds."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (of any of its threads)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return found
+    """User + system CPU time of a process, all its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quickstart(work: Path, first_user: str, listen: str) -> Path:

@@ -54,11 +54,8 @@ def message(i: int) -> bytes:
     ).encode()
 
 
-def start(work: Path, port: int, users: list[str], processes: int = 1) -> subprocess.Popen[bytes]:
+def start(work: Path, port: int, users: list[str]) -> subprocess.Popen[bytes]:
     config = quickstart(work, users[0], f'imap = ["127.0.0.1:{port}"]')
-    if processes > 1:
-        with config.open("a") as f:  # quickstart writes no [limits] table
-            f.write(f"\n[limits]\nimap_processes = {processes}\n")
     for i, user in enumerate(users):
         set_password(config, user, PASSWORD, add=i > 0)
     return serve(config, "127.0.0.1", port)
@@ -227,12 +224,6 @@ def main() -> None:
         help="leave APPEND and EXPUNGE out of the cycle (9 commands; shows what they cost)",
     )
     ap.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="[limits] imap_processes of the Pochta server (IMAP worker processes)",
-    )
-    ap.add_argument(
         "--against",
         metavar="HOST:PORT",
         help="an IMAP server already running (e.g. Dovecot from ../shared/bench/peers-setup.sh)",
@@ -264,7 +255,7 @@ def main() -> None:
     else:
         users = [f"user{k}@example.test" for k in range(args.c)]
         port = free_port()
-        proc = start(work, port, users, args.processes)
+        proc = start(work, port, users)
     try:
         for user in users:
             client = login(port, user)

@@ -373,13 +373,6 @@ class LimitsSettings:
     """Messages one user may submit per hour (a stolen password's blast radius)."""
     recipients_per_hour: int = 5000
     """Recipients one user may submit to per hour."""
-    imap_processes: int = 1
-    """Processes that serve IMAP sessions.  Python runs one thread at a time
-    per process, so one process uses about one CPU for IMAP however many the
-    machine has; with N > 1 the main process hands each new IMAP connection
-    to the least busy of N worker processes, which share the store
-    (``pochta.imap.workers``).  Set it to the number of CPUs of a machine
-    whose IMAP load is the bottleneck; 1 keeps everything in one process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +499,6 @@ _LIMIT_RANGES: dict[str, tuple[int, int]] = {
     "smtp_connections_per_ip": (1, 1_000_000),
     "messages_per_hour": (1, 100_000_000),
     "recipients_per_hour": (1, 100_000_000),
-    "imap_processes": (1, 64),
 }
 
 

@@ -27,10 +27,7 @@ from pochta.antispam.bayes import Bayes, JunkTrainer
 from pochta.config import HostPort, Settings
 from pochta.dns import StubResolver
 from pochta.errors import UserFacingError
-from pochta.imap.server import MAX_CONNECTIONS as IMAP_MAX_CONNECTIONS
-from pochta.imap.server import MAX_PER_IP as IMAP_MAX_PER_IP
 from pochta.imap.server import ImapService
-from pochta.imap.workers import ImapWorkers
 from pochta.mailauth.keys import DKIMKeyStore
 from pochta.observe.trace import Trace
 from pochta.pop3 import Pop3Service
@@ -143,8 +140,6 @@ class Server:
         self._pop3: Pop3Service | None = None
         #: Shared by the imap and imaps listeners; made at start.
         self._imap: ImapService | None = None
-        #: ``[limits] imap_processes`` > 1: the processes that serve IMAP.
-        self._imap_workers: ImapWorkers | None = None
         #: The outbound queue; its deliverers are made at start.
         self.queue = QueueRunner(
             Spool(settings.data_dir),
@@ -228,10 +223,6 @@ class Server:
             "pop3s": (self._pop3_factory, self.tls),
         }
         try:
-            if self.settings.limits.imap_processes > 1 and (
-                self.settings.listen.imap or self.settings.listen.imaps
-            ):
-                makers.update(self._start_imap_workers())
             for kind, (maker, implicit_tls) in makers.items():
                 for hp in getattr(self.settings.listen, kind):
                     await self._listen(kind, hp, maker, implicit_tls)
@@ -290,26 +281,6 @@ class Server:
             )
             self._imap.junk_trainer = JunkTrainer(self.bayes)
         return self._imap.factory(sessions)
-
-    def _start_imap_workers(self) -> dict[str, tuple[FactoryMaker, ssl.SSLContext | None]]:
-        """Start the IMAP worker processes; the IMAP listeners' makers, which
-        hand every connection to them (TLS is theirs to do, so none here)."""
-        if not self._own_store:
-            raise StartupError(
-                "[limits].imap_processes > 1 needs the server's own store under data_dir"
-            )
-        workers = self._imap_workers = ImapWorkers(
-            self.settings.source,
-            self.settings.limits.imap_processes,
-            limiter=ConnectionLimiter(IMAP_MAX_CONNECTIONS, IMAP_MAX_PER_IP),
-            guard=self.guard,
-        )
-        workers.start()
-
-        def maker(kind: str) -> FactoryMaker:
-            return lambda _sessions: workers.factory(kind)
-
-        return {kind: (maker(kind), None) for kind in ("imap", "imaps")}
 
     def _submission_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
         return self._smtp_template(PochtaSMTP, sessions, submission=True).clone
@@ -413,9 +384,6 @@ class Server:
         for listener in self.listeners:
             for session in list(listener.sessions):
                 session.shutdown()
-        if self._imap_workers is not None:
-            await self._imap_workers.stop(grace)
-            self._imap_workers = None
         for listener in self.listeners:
             try:
                 await asyncio.wait_for(listener.server.wait_closed(), 2)

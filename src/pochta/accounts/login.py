@@ -151,10 +151,6 @@ class LoginGuard:
         self._argon2_slots: asyncio.Semaphore | None = None
         #: argon2 verifications run so far (tests and metrics).
         self.verifications = 0
-        #: Told of each change this guard makes to its failure counts, as
-        #: ``("fail" | "clear", key)``, so that other processes serving the
-        #: same users (IMAP workers) can ``mirror`` it.
-        self.on_change: Callable[[str, str], None] | None = None
 
     async def authenticate(
         self, accounts: Accounts, address: str, password: str, client_ip: str
@@ -180,20 +176,7 @@ class LoginGuard:
                 self._record_failure(key)
         else:
             self._failures.pop(keys[1], None)
-        if self.on_change is not None:
-            if user is None:
-                for key in keys:
-                    self.on_change("fail", key)
-            else:
-                self.on_change("clear", keys[1])
         return user
-
-    def mirror(self, event: str, key: str) -> None:
-        """Apply a change another process's guard made (see ``on_change``)."""
-        if event == "fail":
-            self._record_failure(key)
-        elif event == "clear":
-            self._failures.pop(key, None)
 
     def _check(self, keys: tuple[str, ...]) -> int:
         """The failures counted on the worse key; TooManyFailures past the limit."""

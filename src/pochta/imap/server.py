@@ -95,20 +95,13 @@ class ImapService:
         self.limiter = ConnectionLimiter(max_connections, max_per_ip)
         #: Trains each user's spam filter from moves into and out of Junk.
         self.junk_trainer: JunkTrainer | None = None
-        #: Called with the client's address when a session ends (an IMAP
-        #: worker process tells the main process, which counts connections).
-        self.on_closed: Callable[[str], None] | None = None
 
-    def factory(self, sessions: set[Any], *, refuse: bool = False) -> Callable[[], Connection]:
-        """A protocol factory for one listener; sessions join ``sessions`` while open.
-
-        ``refuse``: every connection gets the too-many-connections BYE (the
-        main process counted it over the limit before handing it over).
-        """
+    def factory(self, sessions: set[Any]) -> Callable[[], Connection]:
+        """A protocol factory for one listener; sessions join ``sessions`` while open."""
 
         def opened(conn: Connection) -> None:
             ip = conn.peer_ip
-            if refuse or not self.limiter.acquire(ip):
+            if not self.limiter.acquire(ip):
                 # RFC 9051 §7.1.5: BYE instead of a greeting, then close.
                 conn.write(b"* BYE [UNAVAILABLE] Too many connections; try again later\r\n")
                 conn.close()
@@ -116,14 +109,9 @@ class ImapService:
             session = ImapSession(self, sessions, conn)
             session.start()
             assert session.task is not None
-            session.task.add_done_callback(lambda _task: self._closed(ip))
+            session.task.add_done_callback(lambda _task: self.limiter.release(ip))
 
         def make() -> Connection:
             return Connection(opened)
 
         return make
-
-    def _closed(self, ip: str) -> None:
-        self.limiter.release(ip)
-        if self.on_closed is not None:
-            self.on_closed(ip)

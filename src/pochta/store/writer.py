@@ -38,13 +38,6 @@ checkpoints and SQLite recovers the longest valid prefix of it, so one
 fsync of the file makes every COMMIT written before it durable; a
 checkpoint fsyncs the WAL itself before it copies frames, and resets the
 file in place (same inode), which :class:`_WalSync` checks anyway.
-Several processes may write one index (the CLI, IMAP worker processes):
-each batch also holds ``flock(2)`` on ``<index>-write.lock``, taken before
-``BEGIN IMMEDIATE`` and dropped after the COMMIT. A writer waiting for
-another process then wakes the moment it is done, where SQLite's own busy
-handler would sleep 1, 2, 5... ms between tries; the event loop's inline
-jobs only try it (``LOCK_NB``) and leave the job to the writer thread when
-another process holds it.
 OS and SQLite errors reach callers as ``StoreError`` with code UNAVAILABLE
 (RFC 5530), the original chained as ``__cause__``. A cancelled caller does
 not cancel its job: once queued, the change happens.
@@ -54,14 +47,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
-import fcntl
 import logging
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -223,8 +214,6 @@ class Writer:
         self._conn_lock = threading.Lock()
         self._loop_thread = 0
         self._busy_ms = 0
-        #: The file whose flock(2) orders the writers of all processes (-1: closed).
-        self._lock_fd = -1
         #: COMMITs since the last checkpoint (guarded by _conn_lock).
         self._since_checkpoint = 0
         self._inflight = 0  # jobs in prepare, not yet queued (guarded by _lock)
@@ -306,24 +295,17 @@ class Writer:
                 return False
             if self._since_checkpoint >= CHECKPOINT_EVERY:
                 return False  # the writer thread commits it, then checkpoints
-            # Another process (the CLI, an IMAP worker) may hold the write
-            # lock: never wait for it here, where waiting would stall every
+            # Another process (the CLI) may hold the database's write lock:
+            # never wait for it here, where waiting would stall every
             # session; the writer thread waits instead.
+            conn.execute("PRAGMA busy_timeout = 0")
             try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
                 return False
-            try:
-                conn.execute("PRAGMA busy_timeout = 0")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError:
-                    return False
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                self._guarded_batch(conn, [item], begun=True)
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self._guarded_batch(conn, [item], begun=True)
         finally:
             self._conn_lock.release()
         return True
@@ -340,18 +322,12 @@ class Writer:
             # Durability comes from _WalSync's fsync, not from the COMMIT.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _maybe_checkpoint
-            wal = _wal_path(conn)
-            lock_path = wal.removesuffix("-wal") + "-write.lock"
-            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            syncer = self._syncer = _WalSync(wal, self._hand_over, self._janitor)
+            syncer = self._syncer = _WalSync(_wal_path(conn), self._hand_over, self._janitor)
             self._conn = conn
             #: The connection's own wait for another process's write lock,
             #: restored after an inline job's attempt without waiting.
             self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         except BaseException as exc:
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
             self._helpers.shutdown()
             self._syncers.shutdown()
             self._janitor.shutdown()
@@ -370,8 +346,6 @@ class Writer:
             with self._conn_lock:
                 self._conn = None
                 conn.close()
-                os.close(self._lock_fd)
-                self._lock_fd = -1
             self._helpers.shutdown()
             self._syncers.shutdown()
             self._janitor.shutdown()  # waits: the files are gone when stop() returns
@@ -428,18 +402,9 @@ class Writer:
                 except queue.Empty:
                     break
             if batch:
-                with self._conn_lock, self._process_lock():
+                with self._conn_lock:
                     self._guarded_batch(conn, batch)
                     self._maybe_checkpoint(conn)
-
-    @contextlib.contextmanager
-    def _process_lock(self) -> Iterator[None]:
-        """The writers' flock(2), waited for (see the module note)."""
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL back into the database once it has grown, here on the
