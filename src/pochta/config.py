@@ -437,6 +437,15 @@ class AntispamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """``[admin]``: the web admin at ``/admin/`` on the HTTP(S) listeners."""
+
+    users: tuple[str, ...] = ()
+    """Mail users who may sign in to the web admin with their mail password
+    (lower-case addresses).  Empty (the default): the web admin is off."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole settings file, validated.  See the module docstring for invariants."""
 
@@ -464,6 +473,8 @@ class Settings:
     """``[mailauth]``; see :class:`MailAuthSettings`."""
     antispam: AntispamSettings = AntispamSettings()
     """``[antispam]``; see :class:`AntispamSettings`."""
+    admin: AdminSettings = AdminSettings()
+    """``[admin]``; see :class:`AdminSettings`."""
 
     def tls_context(self) -> ssl.SSLContext:
         """A fresh server-side context: TLS 1.2 minimum, the certificate chain loaded.
@@ -489,6 +500,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsSettings,
     "mailauth": MailAuthSettings,
     "antispam": AntispamSettings,
+    "admin": AdminSettings,
 }
 _TOP_LEVEL_KEYS = ("hostname", "data_dir", *_SECTIONS)
 
@@ -770,6 +782,19 @@ def _parse_mailauth(top: _Table) -> MailAuthSettings:
     )
 
 
+def _parse_admin(top: _Table) -> AdminSettings:
+    table = top.section_table("admin")
+    if table is None:
+        return AdminSettings()
+    table.check_keys(_field_names(AdminSettings))
+    users = table.strings("users", ())
+    for user in users:
+        local, at, domain = user.rpartition("@")
+        if not at or not local or not _is_host_name(domain) or any(c.isspace() for c in user):
+            table.fail("users", f"{_quote(user)} is not a mail address")
+    return AdminSettings(users=tuple(dict.fromkeys(u.lower() for u in users)))
+
+
 def _parse_spam_policy(table: _Table, base: SpamPolicy) -> SpamPolicy:
     day = 86400
     for zone in table.strings("dnsbl", base.dnsbl):
@@ -957,6 +982,7 @@ def parse_settings(text: str, source: Path) -> Settings:
         limits=_parse_limits(top),
         mailauth=_parse_mailauth(top),
         antispam=_parse_antispam(top),
+        admin=_parse_admin(top),
     )
     # Everything above looked only at the text; now the filesystem.
     if tls is not None:

@@ -7,10 +7,9 @@ Thin wrappers over ``pochta.accounts.Accounts``: every refusal is the
 prints as one ``pochta: <message>`` line with exit status 1. Safe to run while
 ``pochta serve`` is up (the accounts database is SQLite in WAL mode).
 
-``user add`` creates the Maildir and default mailboxes through the store; if
-that fails the new account is removed again, so no user exists without a
-mailbox. ``user del`` removes the account first (no more logins or mail), then
-the store's index rows; the Maildir files stay for backup.
+``user add``/``del`` and ``domain add``/``del`` are ``pochta.accounts.manage``
+(shared with the web admin): a user comes with its Maildir and mailboxes, a
+domain with its DKIM keys, or neither.
 
 ``domain add`` also makes the domain's DKIM keys (RSA and Ed25519, RFC 6376
 and RFC 8463) and ``domain del`` deletes them; ``domain dkim rotate|list|
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pochta.accounts import AccountsError, User, generate_password, parse_domain
+from pochta.accounts import AccountsError, generate_password, manage, parse_domain
 from pochta.cli import CliContext, pass_ctx
 from pochta.errors import UserFacingError
 
@@ -71,13 +70,7 @@ def domain() -> None:
 @pass_ctx
 def domain_add(ctx: CliContext, name: str) -> None:
     """Make NAME a local domain (IDN names are stored as A-labels) with DKIM keys."""
-    accounts = ctx.accounts()
-    added = accounts.add_domain(name)
-    try:
-        keys = _key_store(ctx).create(added)
-    except BaseException:
-        accounts.del_domain(added)  # no local domain whose mail cannot be signed
-        raise
+    added, keys = manage.add_domain(ctx.accounts(), _key_store(ctx), name)
     click.echo(f"domain {added} added")
     click.echo(f"DKIM selectors: {_selectors(keys)}", err=True)
     click.echo(f"publish them: `pochta dns records {added}` prints the DNS records", err=True)
@@ -96,9 +89,8 @@ def domain_list(ctx: CliContext) -> None:
 @pass_ctx
 def domain_del(ctx: CliContext, name: str) -> None:
     """Remove domain NAME and its DKIM keys; it must have no users or aliases left."""
-    ctx.accounts().del_domain(name)
-    _key_store(ctx).delete_domain(name)
-    click.echo(f"domain {parse_domain(name)} deleted")
+    removed = manage.del_domain(ctx.accounts(), _key_store(ctx), name)
+    click.echo(f"domain {removed} deleted")
 
 
 # --- pochta domain dkim ----------------------------------------------------------
@@ -191,20 +183,11 @@ def user_add(ctx: CliContext, address: str, password_stdin: bool) -> None:
     """Create user ADDRESS with its mailboxes; prints a generated password."""
     password = _read_password_stdin() if password_stdin else generate_password()
     accounts = ctx.accounts()
-    created = accounts.add_user(address, password)
-    try:
-        _create_mailboxes(ctx, created)
-    except BaseException:
-        accounts.del_user(created.address)
-        raise
+    created = ctx.with_store(lambda store: manage.add_user(accounts, store, address, password))
     if password_stdin:
         click.echo(f"user {created.address} added")
     else:
         _echo_password(created.address, password)
-
-
-def _create_mailboxes(ctx: CliContext, created: User) -> None:
-    ctx.with_store(lambda store: store.create_user(created.address))
 
 
 @user.command("list")
@@ -221,8 +204,8 @@ def user_list(ctx: CliContext, domain_name: str | None) -> None:
 @pass_ctx
 def user_del(ctx: CliContext, address: str) -> None:
     """Delete user ADDRESS and aliases pointing to it; its Maildir files stay."""
-    removed = ctx.accounts().del_user(address)
-    ctx.with_store(lambda store: store.delete_user(removed.address))
+    accounts = ctx.accounts()
+    removed = ctx.with_store(lambda store: manage.del_user(accounts, store, address))
     click.echo(f"user {removed.address} deleted (mail kept in {removed.maildir})")
 
 
