@@ -43,6 +43,7 @@ from pochta.smtp.submission import SubmissionHandler
 from pochta.store import open_store
 from pochta.store.interface import Store
 from pochta.web import WebApp
+from pochta.web.admin import AdminServices
 
 log = logging.getLogger("pochta.server")
 
@@ -328,7 +329,14 @@ class Server:
         kinds = {"http": None, "https": self.tls}
         if not any(getattr(self.settings.listen, kind) for kind in kinds):
             return
-        self._web = WebApp(self.settings, self.accounts, self._bound_ports)
+        admin = AdminServices(
+            store=self.store,
+            guard=self.guard,
+            queue=self.queue,
+            keys=self._dkim if self._dkim is not None else DKIMKeyStore(self.settings.data_dir),
+            data_dir=self.settings.data_dir,
+        )
+        self._web = WebApp(self.settings, self.accounts, self._bound_ports, admin)
         factory = await self._web.setup()
         for kind, implicit_tls in kinds.items():
             for hp in getattr(self.settings.listen, kind):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pochta.config import load_settings
+
 POCHTA = [sys.executable, "-m", "pochta"]
 
 
@@ -72,6 +74,10 @@ def test_quickstart_writes_a_working_setup(quick: tuple[Path, str]) -> None:
         assert (md / f".{folder}" / "cur").is_dir()
     users = run("--config", str(directory / "pochta.toml"), "user", "list")
     assert users.returncode == 0 and "demo@example.test" in users.stdout
+    # The first user may sign in to the web admin, and the summary says where.
+    settings = load_settings(directory / "pochta.toml")
+    assert settings.admin.users == ("demo@example.test",)
+    assert "https://127.0.0.1:8443/admin/" in (directory / "CONNECT.txt").read_text()
     again = run("quickstart", "--dev", "--dir", str(directory), "demo@example.test")
     assert again.returncode == 1
     assert again.stderr.strip().count("\n") == 0 and "already exists" in again.stderr

@@ -145,8 +145,15 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert settings.delivery.smtp_port == 25
     assert settings.limits.message_size == 26_214_400
     assert settings.limits.recipients == 100
+    assert settings.admin.users == ()  # the web admin is off
     with pytest.raises(ConfigError, match=r"\[tls\]"):
         settings.tls_context()
+
+
+def test_admin_users_are_lower_case_and_unique(tmp_path: Path) -> None:
+    text = MINIMAL + '[admin]\nusers = ["Root@Example.test", "root@example.test", "b@x.test"]\n'
+    settings = parse_settings(text, tmp_path / "pochta.toml")
+    assert settings.admin.users == ("root@example.test", "b@x.test")
 
 
 def test_other_values_and_ipv6(tmp_path: Path) -> None:
@@ -326,6 +333,11 @@ ERROR_CASES = [
     (MINIMAL + "[limits]\nmessage_size = 1.5\n", "[limits].message_size: must be an integer"),
     (MINIMAL + "[limits]\nsmtp_connections = 1979-05-27\n", "must be an integer, not a date"),
     (MINIMAL + "[limits]\nconnections = 1\n", "unknown key [limits].connections"),
+    (MINIMAL + '[admin]\nusers = "a@example.test"\n', "[admin].users: must be a list"),
+    (MINIMAL + '[admin]\nusers = ["nobody"]\n', '[admin].users: "nobody" is not a mail address'),
+    (MINIMAL + '[admin]\nusers = ["a b@x.test"]\n', "[admin].users: "),
+    (MINIMAL + '[admin]\nusers = ["a@-x"]\n', "[admin].users: "),
+    (MINIMAL + "[admin]\npassword = 1\n", "unknown key [admin].password"),
 ]
 
 

@@ -54,7 +54,7 @@ def serve(ctx: CliContext) -> None:
     asyncio.run(Server(settings).serve_forever())
 
 
-def settings_text(hostname: str, dev: bool) -> str:
+def settings_text(hostname: str, dev: bool, admin: str | None = None) -> str:
     """The settings file quickstart writes; comments explain each choice."""
     ports = DEV_LISTEN if dev else PROD_LISTEN
     host = "127.0.0.1" if dev else "0.0.0.0"
@@ -99,7 +99,14 @@ dnsbl = []                   # block lists to ask, e.g. ["zen.spamhaus.org"] (mi
 greylisting = false          # 451 the first attempt of an unknown sender
 junk_score = 5.0             # at this score a message goes to Junk
 reject_score = 15.0          # at this score it is refused
+""" + (
+        f"""
+[admin]
+users = ["{admin}"]   # who may sign in to the web admin (/admin/ on http/https)
 """
+        if admin
+        else ""
+    )
 
 
 @click.command()
@@ -131,7 +138,7 @@ def quickstart(address: str, directory: Path, dev: bool, hostname: str | None) -
     directory.mkdir(parents=True, exist_ok=True)
     names = [hostname, "localhost", "127.0.0.1", "::1"] if dev else [hostname]
     write_self_signed(directory / "tls/cert.pem", directory / "tls/key.pem", names)
-    config.write_text(settings_text(hostname, dev))
+    config.write_text(settings_text(hostname, dev, admin=str(addr)))
     settings = load_settings(config)
 
     password = generate_password()
@@ -179,6 +186,10 @@ def connect_text(*, settings_path: Path, user: str, password: str, dev: bool) ->
         f"  SMTP        {host}:{ports['submission']} (STARTTLS)   "
         f"{host}:{ports['submissions']} (SSL/TLS), password login",
         f"  autoconfig  http://{host}:{ports['http']}/mail/config-v1.1.xml?emailaddress={user}",
+        "",
+        f"Web admin (domains, users, aliases, queue, DNS records; sign in as {user}):",
+        f"  https://{host}:{ports['https']}/admin/"
+        + (f"   http://{host}:{ports['http']}/admin/" if dev else ""),
         "",
         "Or send a message to it over SMTP from a script:",
     ]

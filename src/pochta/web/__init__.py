@@ -16,6 +16,7 @@ path                                               module
 /autodiscover/autodiscover.json...``
 ``GET /apple/mobileconfig?emailaddress=``          :mod:`pochta.web.mobileconfig`
 ``GET /.well-known/mta-sts.txt``                   :mod:`pochta.web.mtasts` (RFC 8461)
+``/admin/...`` (when ``[admin] users`` is set)     :mod:`pochta.web.admin`
 =================================================  ==================================
 
 Hosts and ports in the documents come from the settings
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -40,14 +42,23 @@ from pochta.web import autoconfig, autodiscover, mobileconfig, mtasts
 from pochta.web.common import CONTEXT, WebContext, security_headers
 from pochta.web.services import BoundPorts, Service, advertised_services
 
+if TYPE_CHECKING:
+    from pochta.web.admin import AdminServices
+
 __all__ = ["BoundPorts", "Service", "WebApp", "WebContext", "advertised_services", "make_app"]
 
 #: Seconds a stop waits for HTTP requests in flight.
 SHUTDOWN_TIMEOUT = 5.0
 
 
-def make_app(settings: Settings, accounts: Accounts, bound: BoundPorts) -> web.Application:
-    """The aiohttp application with every route of this package."""
+def make_app(
+    settings: Settings,
+    accounts: Accounts,
+    bound: BoundPorts,
+    admin: AdminServices | None = None,
+) -> web.Application:
+    """The aiohttp application with every route of this package (the web
+    admin's only with ``admin``, what it acts on, and ``[admin] users``)."""
     app = web.Application(middlewares=[security_headers])
     app[CONTEXT] = WebContext(settings, accounts, bound)
     for path in autoconfig.PATHS:
@@ -59,14 +70,26 @@ def make_app(settings: Settings, accounts: Accounts, bound: BoundPorts) -> web.A
         app.router.add_get(path, autodiscover.handle_json)
     app.router.add_get(mobileconfig.PATH, mobileconfig.handle_mobileconfig)
     app.router.add_get(mtasts.PATH, mtasts.handle_mta_sts)
+    if admin is not None and settings.admin.users:
+        # Here, not at the top: pochta.dns.zone imports pochta.web.services,
+        # and the admin imports pochta.dns.zone.
+        from pochta.web.admin import AdminSite
+
+        AdminSite(settings, admin).add_routes(app)
     return app
 
 
 class WebApp:
     """The application and its runner, as ``Server`` uses them."""
 
-    def __init__(self, settings: Settings, accounts: Accounts, bound: BoundPorts) -> None:
-        self.app = make_app(settings, accounts, bound)
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Accounts,
+        bound: BoundPorts,
+        admin: AdminServices | None = None,
+    ) -> None:
+        self.app = make_app(settings, accounts, bound, admin)
         self._runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
