@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +71,25 @@ def make(
         trace=trace,
     )
     return runner, clock, local
+
+
+async def test_enqueue_many_queues_all_copies_or_none(tmp_path: Path) -> None:
+    script = Script({"bob@two.test": [OK], "carol@three.test": [OK]})
+    runner, _, _ = make(tmp_path, script)
+    qids = await runner.enqueue_many(
+        "alice@one.test", [(["bob@two.test"], b"A" + MSG), (["carol@three.test"], b"B" + MSG)]
+    )
+    assert len(set(qids)) == 2
+    assert [runner.spool.read(q) for q in qids] == [b"A" + MSG, b"B" + MSG]
+    # The second copy of a batch fails (its queue id is taken): the first is
+    # not kept either, so a client's retry cannot queue it twice.
+    taken = qids[0]
+    with pytest.raises(sqlite3.IntegrityError):
+        runner.spool.enqueue_many(
+            "alice@one.test", [("NEWID", ["x@two.test"], MSG), (taken, ["y@two.test"], MSG)]
+        )
+    assert {m.qid for m in runner.spool.messages()} == set(qids)
+    runner.spool.close()
 
 
 async def test_enqueue_is_durable_and_resumes_after_restart(tmp_path: Path) -> None:

@@ -126,10 +126,18 @@ class QueueRunner:
 
     async def enqueue(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
         """Spool a message durably and schedule it; returns its queue id."""
-        qid = new_queue_id()
-        await self._io(self.spool.enqueue, qid, mail_from, rcpts, data, self.clock())
-        self.wake()
+        (qid,) = await self.enqueue_many(mail_from, [(rcpts, data)])
         return qid
+
+    async def enqueue_many(
+        self, mail_from: str, copies: Sequence[tuple[Sequence[str], bytes]]
+    ) -> list[str]:
+        """Spool several messages ``(rcpts, data)`` durably, all or none; their queue ids."""
+        qids = [new_queue_id() for _ in copies]
+        rows = [(qid, rcpts, data) for qid, (rcpts, data) in zip(qids, copies, strict=True)]
+        await self._io(self.spool.enqueue_many, mail_from, rows, self.clock())
+        self.wake()
+        return qids
 
     async def run_once(self) -> None:
         """One pass without the loop: start what is due, wait for it to finish.

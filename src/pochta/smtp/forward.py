@@ -6,8 +6,9 @@ An alias may name remote addresses (``pochta alias add fwd@one.test
 bob@two.test``). The MX (``inbound.py``) accepts RCPT for such an alias like
 any local address and, at DATA, hands the message to :class:`Forwarder`,
 which puts one copy per alias domain into the outbound queue's durable spool
-(``QueueRunner.enqueue``: committed and fsynced before it returns), so that
-the 250 the client then gets is as safe as a local delivery. The queue
+(``QueueRunner.enqueue_many``: all copies in one transaction, committed and
+fsynced before it returns), so that the 250 the client then gets is as safe
+as a local delivery. The queue
 delivers to the remote MX, retries and bounces as for submitted mail.
 
 What is forwarded is the message as received with our trace fields on top:
@@ -117,14 +118,19 @@ class Forwarder:
         ``targets`` maps an alias domain to the remote addresses its aliases
         reached; ``mail_from`` is the original reverse-path ("" for ``<>``).
         ``sealable``: ``message`` starts with our Authentication-Results.
-        Returns only once every copy is durable; a spool failure raises (the
-        caller answers 451 and the client retries: a duplicate, never a loss).
+        Returns only once every copy is durable. The copies go into the spool
+        in one transaction: a failure queues none of them and raises (the
+        caller answers 451 and the client's retry queues them once).
         """
-        qids: list[str] = []
-        for domain, rcpts in targets.items():
-            seal = await self._seal(domain, message, queue_id) if sealable else b""
-            qid = await self.queue.enqueue(mail_from, list(rcpts), seal + message)
-            qids.append(qid)
+        seals = [
+            await self._seal(domain, message, queue_id) if sealable else b"" for domain in targets
+        ]
+        copies = [
+            (list(rcpts), seal + message)
+            for rcpts, seal in zip(targets.values(), seals, strict=True)
+        ]
+        qids = await self.queue.enqueue_many(mail_from, copies)
+        for (domain, rcpts), seal, qid in zip(targets.items(), seals, qids, strict=True):
             log.info(
                 "queue_id=%s forwarded from=<%s> to=%s via=%s as=%s arc=%s",
                 queue_id,
