@@ -287,16 +287,24 @@ def test_sign_out_ends_the_session(signed_in: Browser) -> None:
 
 
 def test_no_open_redirect_after_sign_in(browser: Browser) -> None:
-    for target in ("//evil.example/x", "https://evil.example/", "/elsewhere", "/admin\\..\\x"):
+    for target in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/elsewhere",
+        "/admin\\..\\x",
+        "/admin/../x",
+        "/admin/%2e%2e//evil.example",
+        "/admin/users/../../x",
+    ):
         form = {"address": "alice@example.test", "password": PASSWORD, "next": target}
         reply = browser.request("POST", "/admin/login", form)
         assert reply.status == 303 and reply.location == "/admin/", target
     reply = browser.request(
         "POST",
         "/admin/login",
-        {"address": "alice@example.test", "password": PASSWORD, "next": "/admin/queue"},
+        {"address": "alice@example.test", "password": PASSWORD, "next": "/admin/users?domain=x"},
     )
-    assert reply.location == "/admin/queue"
+    assert reply.location == "/admin/users?domain=x"
 
 
 # --- CSRF and malformed requests ------------------------------------------------------------
@@ -315,13 +323,19 @@ def test_changes_need_the_csrf_token_and_a_same_site_origin(
         {"address": "eve@example.test", "csrf": signed_in.csrf},
         headers={"Origin": "https://evil.example"},
     )
+    plain_origin = signed_in.request(  # the same host, but not over HTTPS
+        "POST",
+        "/admin/users/add",
+        {"address": "eve@example.test", "csrf": signed_in.csrf},
+        headers={"Origin": "http://mail.example.test"},
+    )
     null = signed_in.request(
         "POST",
         "/admin/users/add",
         {"address": "eve@example.test", "csrf": signed_in.csrf},
         headers={"Origin": "null"},
     )
-    for reply in (missing, wrong, foreign, null):
+    for reply in (missing, wrong, foreign, plain_origin, null):
         assert reply.status == 403
     assert signed_in.get("/admin/users/add").status == 405  # changes are POSTs only
     accounts = accounts_of(admin_server)
@@ -492,3 +506,27 @@ def test_a_new_password_ends_the_session(admin_server: ServerThread, signed_in: 
     assert signed_in.get("/admin/").status == 303  # back to the sign-in page
     assert signed_in.sign_in(password="another-secret-1").status == 303
     assert signed_in.get("/admin/").status == 200
+
+
+def test_own_password_and_short_trace_ids_are_refused(signed_in: Browser) -> None:
+    own = signed_in.act("/admin/users/password", "/admin/users", address="ALICE@example.test")
+    assert "your own password" in own
+    assert signed_in.get("/admin/").status == 200  # still signed in, password unchanged
+    short = signed_in.get("/admin/trace?id=a")
+    assert short.status == 200 and "give a whole Message-ID or queue id" in short.body
+
+
+def test_storage_trouble_is_a_notice_not_a_500(
+    admin_server: ServerThread, signed_in: Browser
+) -> None:
+    # The key store cannot take its lock: an OSError deep in the DKIM code.
+    lock = admin_server.settings.data_dir / "dkim" / "new.example" / ".lock"
+    lock.mkdir(parents=True)
+    notice = signed_in.act("/admin/domains/add", "/admin/domains", domain="new.example")
+    assert notice.startswith("not done: storage error") or "new.example" in notice
+    accounts = accounts_of(admin_server)
+    try:
+        assert "new.example" not in accounts.list_domains()  # undone with its keys
+    finally:
+        accounts.close()
+    assert signed_in.get("/admin/domains").status == 200

@@ -34,6 +34,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,22 @@ COOKIE = "pochta_admin"
 MAX_FIELD = 1000
 #: Longest form body accepted.
 MAX_FORM = 16 * MAX_FIELD
+#: Queued messages listed on one page.
+QUEUE_PAGE = 500
+#: Shortest trace search: a queue id or a Message-ID, never a fragment that
+#: would match every line of 30 days of trace files.
+MIN_TRACE_ID = 8
+#: Each page's path and the ``AdminSite`` method that shows it (also the
+#: only places the redirect after sign-in may lead).
+PAGES = {
+    "/admin/": "home",
+    "/admin/domains": "domains",
+    "/admin/users": "users",
+    "/admin/aliases": "aliases",
+    "/admin/queue": "queue",
+    "/admin/dns": "dns",
+    "/admin/trace": "trace",
+}
 
 ADMIN_HEADERS = {
     "Content-Security-Policy": (
@@ -151,16 +168,8 @@ class AdminSite:
         r.add_get("/admin/style.css", self.style)
         r.add_get("/admin/login", self.login_form)
         r.add_post("/admin/login", self.login)
-        pages: dict[str, Page] = {
-            "/admin/": AdminSite.home,
-            "/admin/domains": AdminSite.domains,
-            "/admin/users": AdminSite.users,
-            "/admin/aliases": AdminSite.aliases,
-            "/admin/queue": AdminSite.queue,
-            "/admin/dns": AdminSite.dns,
-            "/admin/trace": AdminSite.trace,
-        }
-        for path, page in pages.items():
+        for path, name in PAGES.items():
+            page: Page = getattr(AdminSite, name)
             r.add_get(path, self._page(page))
         r.add_post("/admin/logout", self._signed_in_post(self._logout))
         # path -> (change, the page it returns to)
@@ -219,6 +228,9 @@ class AdminSite:
                 session.messages.append(("flash", await change(self, request, session, form)))
             except (UserFacingError, StoreError, ValueError) as exc:
                 session.messages.append(("error", str(exc)))
+            except (OSError, sqlite3.Error) as exc:  # the disk, not the operator
+                log.exception("admin change %s failed by=%s", request.path, session.user)
+                session.messages.append(("error", f"not done: storage error ({exc})"))
             raise _with_headers(web.HTTPSeeOther(back))
 
         return run
@@ -235,6 +247,7 @@ class AdminSite:
         if (
             now - session.seen > IDLE_TIMEOUT
             or now - session.created > MAX_AGE
+            or session.stamp is None
             or accounts.credential_stamp(session.user) != session.stamp
         ):
             del self.sessions[token]
@@ -310,16 +323,18 @@ class AdminSite:
                 user = await self.services.guard.authenticate(accounts, address, password, peer)
             except TooManyFailures as exc:
                 error = f"Too many failed sign-ins; try again in {int(exc.retry_after) + 1} s."
-        if user is None or _canonical(user.address) not in self.admins:
+        stamp = accounts.credential_stamp(user.address) if user is not None else None
+        if user is None or stamp is None or _canonical(user.address) not in self.admins:
             log.info("admin sign-in refused address=%r ip=%s", address[:100], peer)
             return self.render(
                 "admin/login.html", None, 401, next=next_path, secure=True, error=error
             )
         log.info("admin sign-in user=%s ip=%s", user.address, peer)
+        self.sessions.pop(request.cookies.get(COOKIE, ""), None)
         response = web.HTTPSeeOther(next_path or "/admin/")
         response.set_cookie(
             COOKIE,
-            self._new_session(user.address, accounts.credential_stamp(user.address)),
+            self._new_session(user.address, stamp),
             path="/admin",
             httponly=True,
             secure=request.secure,
@@ -339,7 +354,7 @@ class AdminSite:
 
     async def home(self, request: web.Request, session: _Session) -> web.Response:
         accounts = request.app[CONTEXT].accounts
-        messages = self.services.queue.spool.messages()
+        messages = await asyncio.to_thread(self.services.queue.spool.messages)
         waiting = sum(1 for m in messages for r in m.recipients if r.state == "queued")
         return self.render(
             "admin/home.html",
@@ -353,10 +368,17 @@ class AdminSite:
 
     async def domains(self, request: web.Request, session: _Session) -> web.Response:
         accounts = request.app[CONTEXT].accounts
-        rows = [
-            (name, len(accounts.list_users(name)), self.services.keys.published(name))
-            for name in accounts.list_domains()
-        ]
+        keys = self.services.keys
+
+        def row(name: str) -> tuple[str, int, list[Any]]:
+            try:
+                published: list[Any] = keys.published(name)
+            except UserFacingError as exc:  # a damaged key store: say so on the page
+                session.messages.append(("error", f"DKIM keys of {name}: {exc}"))
+                published = []
+            return name, len(accounts.list_users(name)), published
+
+        rows = await asyncio.to_thread(lambda: [row(n) for n in accounts.list_domains()])
         return self.render("admin/domains.html", session, domains=rows)
 
     async def users(self, request: web.Request, session: _Session) -> web.Response:
@@ -374,12 +396,13 @@ class AdminSite:
         return self.render("admin/aliases.html", session, aliases=rows)
 
     async def queue(self, request: web.Request, session: _Session) -> web.Response:
-        now = time.time()
+        messages = await asyncio.to_thread(self.services.queue.spool.messages)
         return self.render(
             "admin/queue.html",
             session,
-            messages=self.services.queue.spool.messages(),
-            now=now,
+            messages=messages[:QUEUE_PAGE],
+            more=max(0, len(messages) - QUEUE_PAGE),
+            now=time.time(),
             when=_when,
         )
 
@@ -399,7 +422,9 @@ class AdminSite:
     async def trace(self, request: web.Request, session: _Session) -> web.Response:
         wanted = request.query.get("id", "").strip()[:MAX_FIELD]
         events: list[str] = []
-        if wanted:
+        if wanted and len(wanted.strip("<>")) < MIN_TRACE_ID:
+            session.messages.append(("error", "give a whole Message-ID or queue id"))
+        elif wanted:
             found = await asyncio.to_thread(
                 find, self.services.data_dir / "trace", wanted, days=KEEP_DAYS
             )
@@ -414,7 +439,10 @@ class AdminSite:
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
         accounts = request.app[CONTEXT].accounts
-        added, keys = manage.add_domain(accounts, self.services.keys, form.get("domain", ""))
+        # An RSA key is made and written with fsync: off the event loop.
+        added, keys = await asyncio.to_thread(
+            manage.add_domain, accounts, self.services.keys, form.get("domain", "")
+        )
         self._audit(session, "domain add", added)
         selectors = ", ".join(k.selector for k in keys)
         return f"Domain {added} added (DKIM selectors {selectors}); publish its DNS records."
@@ -423,7 +451,9 @@ class AdminSite:
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
         accounts = request.app[CONTEXT].accounts
-        removed = manage.del_domain(accounts, self.services.keys, form.get("domain", ""))
+        removed = await asyncio.to_thread(
+            manage.del_domain, accounts, self.services.keys, form.get("domain", "")
+        )
         self._audit(session, "domain del", removed)
         return f"Domain {removed} deleted."
 
@@ -454,8 +484,13 @@ class AdminSite:
     ) -> str:
         accounts = request.app[CONTEXT].accounts
         address = form.get("address", "")
+        if _canonical(address) == _canonical(session.user):
+            # The new password would end this session before it is shown.
+            raise ValueError("change your own password in your mail client or with the CLI")
         password = generate_password()
         await asyncio.to_thread(accounts.set_password, address, password)
+        found = accounts.get_user(address)
+        address = found.address if found is not None else address
         self._audit(session, "user passwd", address)
         return f"New password for {address} (shown once): {password}"
 
@@ -478,7 +513,7 @@ class AdminSite:
     async def queue_flush(
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
-        count = self.services.queue.spool.retry(None)
+        count = await asyncio.to_thread(self.services.queue.spool.retry, None)
         self.services.queue.wake()
         self._audit(session, "queue flush", str(count))
         return f"{count} recipients due now."
@@ -488,9 +523,9 @@ class AdminSite:
     ) -> str:
         qid = form.get("qid", "")
         spool = self.services.queue.spool
-        if not spool.messages(qid):
+        if not await asyncio.to_thread(spool.messages, qid):
             raise ValueError(f"no queued message {qid}")
-        count = spool.retry(qid)
+        count = await asyncio.to_thread(spool.retry, qid)
         self.services.queue.wake()
         self._audit(session, "queue retry", qid)
         return f"{qid}: {count} recipients due now."
@@ -499,7 +534,7 @@ class AdminSite:
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
         qid = form.get("qid", "")
-        if not self.services.queue.spool.delete(qid):
+        if not await asyncio.to_thread(self.services.queue.spool.delete, qid):
             raise ValueError(f"no queued message {qid}")
         self.services.queue.trace.record("dropped", qid, reason=f"web admin {session.user}")
         self._audit(session, "queue delete", qid)
@@ -526,10 +561,12 @@ def _when(ts: float | None) -> str:
 
 
 def _local_next(target: str) -> str:
-    """A redirect target after sign-in: only a path of this admin (no open redirect)."""
-    if target.startswith("/admin/") and not target.startswith("//") and "\\" not in target:
-        return target[:MAX_FIELD]
-    return "/admin/"
+    """A redirect target after sign-in: only one of this admin's pages, with
+    its query (no open redirect, no path tricks)."""
+    parts = urllib.parse.urlsplit(target[:MAX_FIELD])
+    if parts.scheme or parts.netloc or parts.path not in PAGES:
+        return "/admin/"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -557,7 +594,7 @@ def _check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None:  # not a browser, or an old one: the CSRF token decides
         return
-    if urllib.parse.urlsplit(origin).netloc != request.host:  # "null" included
+    if origin != f"{request.scheme}://{request.host}":  # "null" included
         raise _with_headers(web.HTTPForbidden(text="cross-site request refused"))
 
 
