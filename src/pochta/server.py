@@ -32,6 +32,7 @@ from pochta.mailauth.keys import DKIMKeyStore
 from pochta.observe.trace import Trace
 from pochta.pop3 import Pop3Service
 from pochta.queue.local import LocalDeliverer
+from pochta.queue.mtasts import StsPolicies
 from pochta.queue.remote import MXDeliverer
 from pochta.queue.runner import Deliverer, QueueRunner
 from pochta.queue.spool import Spool
@@ -190,6 +191,9 @@ class Server:
                 hostname=self.settings.hostname,
                 port=self.settings.delivery.smtp_port,
                 trace=self.trace,
+                sts=StsPolicies(
+                    self.resolver, cache_file=self.settings.data_dir / "mta-sts-cache.json"
+                ),
             )
         return self._remote
 

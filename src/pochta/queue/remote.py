@@ -11,8 +11,10 @@ decide: per recipient for RCPT, for all accepted recipients for MAIL and
 DATA.
 
 On the connection: EHLO with our hostname; STARTTLS whenever offered
-(opportunistic, RFC 7435: certificates are not verified until MTA-STS/DANE
-say otherwise); SIZE respected (a message above the server's limit is
+(opportunistic, RFC 7435: certificates are not verified, unless the
+domain's MTA-STS policy in mode enforce asks for TLS with a certificate
+valid for the MX host and names the MX hosts allowed: ``queue.mtasts``;
+DANE is not done); SIZE respected (a message above the server's limit is
 refused before sending, 552 5.3.4); a message that needs SMTPUTF8 (non-ASCII
 addresses or header) is bounced when the server lacks it (RFC 6531 §3.2,
 553 5.6.7); BODY=8BITMIME is declared for 8-bit data when offered.
@@ -32,8 +34,10 @@ from collections.abc import Sequence
 from pochta.dns.records import DNSError, TemporaryDNSError
 from pochta.dns.resolver import Resolver, host_addresses
 from pochta.observe.trace import NO_TRACE, Trace
+from pochta.queue.mtasts import StsPolicies, mx_matches
 from pochta.queue.outcome import Outcome, permanent, temporary
-from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply
+from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply, TLSRequired
+from pochta.web.mtasts import Policy
 
 log = logging.getLogger("pochta.queue.remote")
 
@@ -59,8 +63,16 @@ class MXDeliverer:
         timeout: float = 60.0,
         rng: random.Random | None = None,
         trace: Trace = NO_TRACE,
+        sts: StsPolicies | None = None,
+        verify_context: ssl.SSLContext | None = None,
     ) -> None:
         self.resolver = resolver
+        #: MTA-STS policies of recipient domains (None: not applied).
+        self.sts = sts
+        #: Verifies MX certificates where a policy asks (system CAs by default).
+        self.verify_context = (
+            verify_context if verify_context is not None else ssl.create_default_context()
+        )
         #: Where lookups and connections are recorded (``pochta trace``).
         self.trace = trace
         self.hostname = hostname
@@ -114,9 +126,21 @@ class MXDeliverer:
         if isinstance(hosts, Outcome):
             self.trace.record("mx", qid, domain=domain, error=hosts.reply())
             return dict.fromkeys(rcpts, hosts)
-        self.trace.record("mx", qid, domain=domain, hosts=hosts)
+        policy = await self.sts.lookup(domain) if self.sts is not None else None
+        sts = policy.mode if policy is not None else None
+        self.trace.record("mx", qid, domain=domain, hosts=hosts, **({"sts": sts} if sts else {}))
         last = temporary(f"No mail server for {domain} could be reached", "4.4.1")
+        tried = False  # a host's own failure says more than a host skipped
         for host in hosts:
+            if policy is not None and not mx_matches(host, policy.mx):
+                refused = temporary(
+                    f"MX host {host} is not allowed by the MTA-STS policy of {domain}", "4.7.5"
+                )
+                if policy.mode == "enforce":
+                    last = last if tried else refused
+                    self.trace.record("attempt", qid, host=host, reply=refused.reply())
+                    continue
+                log.warning("queue_id=%s mta-sts testing: %s", qid, refused.text)
             try:
                 addresses = await host_addresses(self.resolver, host)
             except TemporaryDNSError as exc:
@@ -128,8 +152,9 @@ class MXDeliverer:
                 self.trace.record("attempt", qid, host=host, reply=last.reply())
                 continue
             for address in addresses:
+                tried = True
                 result = await self._attempt(
-                    domain, host, str(address), mail_from, rcpts, data, qid
+                    domain, host, str(address), mail_from, rcpts, data, qid, policy
                 )
                 if isinstance(result, Outcome):
                     last = result
@@ -205,15 +230,25 @@ class MXDeliverer:
         rcpts: Sequence[str],
         data: bytes,
         qid: str = "",
+        policy: Policy | None = None,
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
+        enforce = policy is not None and policy.mode == "enforce"
         try:
             client, greeting = await SMTPClient.connect(
                 address,
                 self.port,
                 local_hostname=self.hostname,
-                tls_context=self.tls_context,  # STARTTLS whenever offered
+                # STARTTLS whenever offered; verified when a policy says so
+                # (RFC 8461 §4.2: valid for the MX host name).
+                tls_context=self.verify_context if enforce else self.tls_context,
                 timeout=self.timeout,
+                require_tls=enforce,
+                server_hostname=host if enforce else None,
+            )
+        except TLSRequired as exc:
+            return temporary(
+                f"{host} [{address}] fails the MTA-STS policy of {domain}: {exc}", "4.7.5", host
             )
         except SMTPClientError as exc:
             return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)

@@ -30,6 +30,11 @@ class SMTPClientError(Exception):
     """The connection failed or the server spoke something that is not SMTP."""
 
 
+class TLSRequired(SMTPClientError):
+    """TLS was required (an MTA-STS policy) and the server did not offer
+    STARTTLS, or its certificate did not verify."""
+
+
 @dataclass(frozen=True, slots=True)
 class SMTPReply:
     code: int
@@ -53,11 +58,16 @@ class SMTPClient:
         local_hostname: str,
         tls_context: ssl.SSLContext | None,
         timeout: float,  # noqa: ASYNC109 - also the per-read timeout kept by the client
+        require_tls: bool = False,
+        server_hostname: str | None = None,
     ) -> tuple[SMTPClient, SMTPReply]:
         """Connect, read the greeting, EHLO, and STARTTLS when offered.
 
         Returns the client and the greeting; a greeting other than 2yz is
         returned without further talk (the caller decides what it means).
+        ``require_tls``: no STARTTLS, or a failed handshake (``tls_context``
+        then verifies the certificate for ``server_hostname``), raises
+        TLSRequired instead of going on in plain text.
         """
         try:
             reader, writer = await asyncio.wait_for(
@@ -76,12 +86,16 @@ class SMTPClient:
                 if started.code == 220:
                     try:
                         await asyncio.wait_for(
-                            writer.start_tls(tls_context, server_hostname=None), timeout
+                            writer.start_tls(tls_context, server_hostname=server_hostname),
+                            timeout,
                         )
                     except (OSError, TimeoutError, ssl.SSLError) as exc:
-                        raise SMTPClientError(f"TLS handshake failed: {exc}") from exc
+                        failure = TLSRequired if require_tls else SMTPClientError
+                        raise failure(f"TLS handshake failed: {exc}") from exc
                     client.tls = True
                     await client.ehlo(local_hostname)  # RFC 3207 §4.2: forget and ask again
+            if require_tls and not client.tls:
+                raise TLSRequired("the server does not offer STARTTLS")
         except BaseException:
             client.close()
             raise
