@@ -14,7 +14,8 @@ On the connection: EHLO with our hostname; STARTTLS whenever offered
 (opportunistic, RFC 7435: certificates are not verified, unless the
 domain's MTA-STS policy in mode enforce asks for TLS with a certificate
 valid for the MX host and names the MX hosts allowed: ``queue.mtasts``;
-DANE is not done); SIZE respected (a message above the server's limit is
+or DNSSEC-validated TLSA records of the MX host, DANE: ``queue.dane``);
+SIZE respected (a message above the server's limit is
 refused before sending, 552 5.3.4); a message that needs SMTPUTF8 (non-ASCII
 addresses or header) is bounced when the server lacks it (RFC 6531 §3.2,
 553 5.6.7); BODY=8BITMIME is declared for 8-bit data when offered.
@@ -34,6 +35,7 @@ from collections.abc import Sequence
 from pochta.dns.records import DNSError, TemporaryDNSError
 from pochta.dns.resolver import Resolver, host_addresses
 from pochta.observe.trace import NO_TRACE, Trace
+from pochta.queue.dane import DaneError, DanePolicy, dane_policy
 from pochta.queue.mtasts import StsPolicies, mx_matches
 from pochta.queue.outcome import Outcome, permanent, temporary
 from pochta.queue.smtpclient import SMTPClient, SMTPClientError, SMTPReply, TLSRequired
@@ -151,10 +153,17 @@ class MXDeliverer:
                 last = temporary(f"Address lookup for {host} failed: {exc}", "4.4.4")
                 self.trace.record("attempt", qid, host=host, reply=last.reply())
                 continue
+            try:
+                dane = await dane_policy(self.resolver, host, addresses.authentic)
+            except DaneError as exc:
+                tried = True
+                last = temporary(str(exc), "4.4.3", host)
+                self.trace.record("attempt", qid, host=host, reply=last.reply())
+                continue
             for address in addresses:
                 tried = True
                 result = await self._attempt(
-                    domain, host, str(address), mail_from, rcpts, data, qid, policy
+                    domain, host, str(address), mail_from, rcpts, data, qid, policy, dane
                 )
                 if isinstance(result, Outcome):
                     last = result
@@ -231,27 +240,41 @@ class MXDeliverer:
         data: bytes,
         qid: str = "",
         policy: Policy | None = None,
+        dane: DanePolicy | None = None,
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
-        enforce = policy is not None and policy.mode == "enforce"
+        # DANE authenticates by the TLSA records itself (no PKIX, RFC 7672
+        # §3.1.1) and comes first (RFC 8461 §2); an MTA-STS policy in mode
+        # enforce asks for PKIX, valid for the MX host name (RFC 8461 §4.2).
+        enforce = dane is None and policy is not None and policy.mode == "enforce"
+        why = (
+            f"the DANE TLSA records of {host}"
+            if dane is not None
+            else f"the MTA-STS policy of {domain}"
+        )
         try:
             client, greeting = await SMTPClient.connect(
                 address,
                 self.port,
                 local_hostname=self.hostname,
-                # STARTTLS whenever offered; verified when a policy says so
-                # (RFC 8461 §4.2: valid for the MX host name).
                 tls_context=self.verify_context if enforce else self.tls_context,
                 timeout=self.timeout,
-                require_tls=enforce,
-                server_hostname=host if enforce else None,
+                require_tls=enforce or dane is not None,
+                server_hostname=host if enforce or dane is not None else None,
             )
         except TLSRequired as exc:
-            return temporary(
-                f"{host} [{address}] fails the MTA-STS policy of {domain}: {exc}", "4.7.5", host
-            )
+            return temporary(f"{host} [{address}] fails {why}: {exc}", "4.7.5", host)
         except SMTPClientError as exc:
             return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)
+        if dane is not None and dane.records:
+            certificate = client.peer_certificate()
+            if certificate is None or not dane.matches(certificate):
+                client.close()
+                return temporary(
+                    f"{host} [{address}]: its certificate matches none of its DANE TLSA records",
+                    "4.7.5",
+                    host,
+                )
         if greeting.code // 100 != 2:
             client.close()
             return _outcome(greeting, host)

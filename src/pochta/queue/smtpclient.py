@@ -101,6 +101,14 @@ class SMTPClient:
             raise
         return client, greeting
 
+    def peer_certificate(self) -> bytes | None:
+        """The server's TLS certificate (DER), None before STARTTLS."""
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        return bytes(der) if der else None
+
     async def ehlo(self, hostname: str) -> None:
         reply = await self.command(f"EHLO {hostname}")
         self.extensions = {}
