@@ -61,6 +61,8 @@ class PolicyServer:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        if request.path == "/good":  # where a followed redirect would lead
+            return web.Response(text=POLICY, content_type="text/plain")
         headers = {"Location": self.location} if self.location else {}
         return web.Response(
             text=self.body, status=self.status, content_type=self.content_type, headers=headers
@@ -136,6 +138,7 @@ async def world(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[World]:
     policy = PolicyServer(free_port("127.0.0.1"))
     app = web.Application()
     app.router.add_get("/.well-known/mta-sts.txt", policy.handle)
+    app.router.add_get("/good", policy.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     https = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -233,7 +236,7 @@ async def test_no_usable_txt_record_means_no_policy(world: World, txt: list[str]
     ("status", "content_type", "body", "location"),
     [
         (404, "text/plain", POLICY, ""),
-        (301, "text/plain", "", "https://elsewhere.test/policy"),  # never followed
+        (301, "text/plain", "", "/good"),  # never followed (§3.3)
         (200, "text/html", POLICY, ""),
         (200, "text/plain", "version: STSv1\r\nmode: enforce\r\n", ""),  # no mx, no max_age
     ],
@@ -246,14 +249,30 @@ async def test_a_policy_that_cannot_be_fetched_is_not_applied(
     mx1 = await world.start_mx("127.0.0.2")
     assert (await send(world.deliverer()))[0] == 250
     assert mx1.messages == [(["bob@two.test"], False)]
+    assert world.policy.requests == 1  # the redirect was not followed
 
 
-async def test_a_policy_host_with_an_untrusted_certificate_is_not_believed(
+async def test_a_policy_host_with_an_untrusted_certificate_changes_nothing(
     world: World,
 ) -> None:
     policies = world.policies()
-    policies.context = ssl.create_default_context()  # the system's CAs, not the test CA
-    assert await policies.lookup("two.test") is None
+    cached = await policies.lookup("two.test")
+    assert cached is not None and world.policy.requests == 1
+    policies.context = ssl.create_default_context()  # the system's CAs only
+    world.zones["_mta-sts.two.test"] = {"TXT": ["v=STSv1; id=new1;"]}
+    policies.resolver = DictResolver(world.zones)
+    assert await policies.lookup("two.test") == cached  # the new policy is not believed
+    assert world.policy.requests == 1  # the handshake failed before any request
+
+
+async def test_a_policy_host_with_a_certificate_for_another_name_is_not_believed(
+    world: World,
+) -> None:
+    # mta-sts.three.test answers with the certificate of mta-sts.two.test.
+    world.zones["mta-sts.three.test"] = {"A": ["127.0.0.1"]}
+    world.zones["_mta-sts.three.test"] = {"TXT": ["v=STSv1; id=x1;"]}
+    assert await world.policies().lookup("three.test") is None
+    assert world.policy.requests == 0
 
 
 # --- the cache --------------------------------------------------------------------------
@@ -291,6 +310,68 @@ async def test_a_new_id_fetches_the_new_policy(world: World) -> None:
     policies.resolver = DictResolver(world.zones)
     assert await policies.lookup("two.test") is None  # mode none: no policy
     assert world.policy.requests == 2
+
+
+async def test_a_policy_is_refreshed_after_a_day_and_a_failed_fetch_waits(
+    world: World,
+) -> None:
+    clock = [1_000_000.0]
+    world.policy.body = POLICY.replace("max_age: 86400", "max_age: 604800")
+    policies = world.policies(clock=lambda: clock[0])
+    policy = await policies.lookup("two.test")
+    clock[0] += 86400 + 1  # same id, but a day old: fetched again
+    world.policy.status = 503
+    assert await policies.lookup("two.test") == policy  # the refresh failed: kept
+    assert world.policy.requests == 2
+    assert await policies.lookup("two.test") == policy
+    assert world.policy.requests == 2  # not asked again for a while
+    clock[0] += 301
+    world.policy.status = 200
+    assert await policies.lookup("two.test") == policy
+    assert world.policy.requests == 3
+
+
+async def test_a_damaged_cache_entry_is_dropped_alone(world: World) -> None:
+    import json
+
+    good = world.policies()
+    assert await good.lookup("two.test") is not None
+    entries = json.loads((world.tmp_path / "mta-sts-cache.json").read_text())
+    entries["bad.test"] = {"id": "a", "mode": "bogus", "max_age": 1, "mx": "abc", "expires": 9e99}
+    entries["worse.test"] = {"id": "a"}
+    (world.tmp_path / "mta-sts-cache.json").write_text(json.dumps(entries))
+    world.policy.status = 500
+    again = world.policies()
+    assert await again.lookup("two.test") is not None  # from the file
+    world.zones["_mta-sts.bad.test"] = {"TXT": []}
+    again.resolver = DictResolver(world.zones)
+    assert await again.lookup("bad.test") is None
+
+
+async def test_a_connection_kept_from_before_enforce_is_not_reused(world: World) -> None:
+    world.policy.body = POLICY.replace("enforce", "testing")
+    mx1 = await world.start_mx("127.0.0.2")  # no TLS
+    deliverer = world.deliverer()
+    assert (await send(deliverer))[0] == 250  # plain text, the connection is kept
+    world.policy.body = POLICY
+    world.zones["_mta-sts.two.test"] = {"TXT": ["v=STSv1; id=enforcing;"]}
+    deliverer.sts.resolver = DictResolver(world.zones)  # type: ignore[union-attr]
+    deliverer.resolver = DictResolver(world.zones)
+    code, enhanced, _ = await send(deliverer)
+    assert (code, enhanced) == (451, "4.7.5")
+    assert len(mx1.messages) == 1
+
+
+async def test_a_cancelled_lookup_does_not_fail_the_others(world: World) -> None:
+    policies = world.policies()
+    first = asyncio.ensure_future(policies.lookup("two.test"))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(policies.lookup("two.test"))
+    await asyncio.sleep(0)
+    first.cancel()
+    policy = await second
+    assert policy is not None and policy.mode == "enforce"
+    assert world.policy.requests == 1
 
 
 async def test_concurrent_deliveries_fetch_the_policy_once(world: World) -> None:

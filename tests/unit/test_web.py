@@ -154,18 +154,24 @@ def test_parse_policy_accepts_rfc_example() -> None:
     "text",
     [
         "",
-        "mode: enforce\nversion: STSv1\nmx: a.test\nmax_age: 1\n",
+        "mode: enforce\nmx: a.test\nmax_age: 1\n",
+        "version: STSv2\nmode: enforce\nmx: a.test\nmax_age: 1\n",
+        "version: STSv1\nmode: enforce\nmx: a.test\nmax_age: \u00b2\n",
         "version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n",
         "version: STSv1\nmode: enforce\nmax_age: 1\n",
         "version: STSv1\nmode: testing\nmx: a.test\nmax_age: 99999999999\n",
         "version: STSv1\nmode: testing\nmx: bad host\nmax_age: 1\n",
-        "version: STSv1\nmode: testing\nmode: enforce\nmx: a.test\nmax_age: 1\n",
         "version: STSv1\nthis line has no colon\n",
     ],
 )
 def test_parse_policy_refuses(text: str) -> None:
     with pytest.raises(PolicyError):
         parse_policy(text)
+
+
+def test_parse_policy_any_order_first_of_a_repeated_field_counts() -> None:
+    text = "mode: testing\nmx: a.test\nversion: STSv1\nmode: enforce\nmax_age: 5\nx.y-z: 1\n"
+    assert parse_policy(text) == Policy("testing", 5, ("a.test",))
 
 
 def test_parse_policy_mode_none_needs_no_mx() -> None:

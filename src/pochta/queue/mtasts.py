@@ -8,7 +8,9 @@ Before delivering to a domain, :meth:`StsPolicies.lookup` finds its policy:
 1. ``_mta-sts.<domain>`` TXT (§3.1). The records that begin with
    ``v=STSv1`` are kept; unless exactly one remains and it has a valid
    ``id``, the domain publishes no policy.
-2. A cached policy with that id, not expired, is used as it is.
+2. A cached policy with that id, not expired and fetched less than
+   ``REFRESH`` ago, is used as it is (§5.1: policies are refreshed before
+   they expire, so one blocked fetch at the wrong moment is no downgrade).
 3. Otherwise the policy is fetched (§3.3) from
    ``https://mta-sts.<domain>/.well-known/mta-sts.txt``: the host name is
    resolved by our resolver (never the system's), the certificate must be
@@ -16,15 +18,18 @@ Before delivering to a domain, :meth:`StsPolicies.lookup` finds its policy:
    followed, only a 200 with ``text/plain`` counts, the body is at most
    64 KiB and the whole fetch at most ``FETCH_TIMEOUT`` seconds. It is
    parsed by ``pochta.web.mtasts.parse_policy`` (the one we serve is made
-   by the same code) and cached until ``max_age`` runs out.
+   by the same code) and cached until ``max_age`` runs out. A failed fetch
+   is not tried again for ``RETRY_AFTER`` seconds (a black-holed policy
+   host must not hold up every delivery to the domain).
 4. When the TXT record is gone, or a fetch fails, a cached policy that has
    not expired is still used (§5.1): an attacker who blocks the lookups
    must not switch a domain back to plain text.
 
 The cache is kept in memory and in ``<data_dir>/mta-sts-cache.json``
-(rewritten whole, by rename), so a restart is no downgrade window either.
-One fetch per domain at a time: deliveries that need the same policy wait
-for the first one's fetch.
+(rewritten whole: a fresh file, fsync, rename; each entry checked again
+when read), so a restart is no downgrade window either. One lookup per
+domain at a time: it runs as its own task, which deliveries that need
+the same policy share (one caller's cancellation is not the others').
 
 What the deliverer does with a policy (``pochta.queue.remote``): mode
 ``enforce`` allows only MX hosts that match one of its ``mx`` patterns
@@ -46,6 +51,7 @@ import logging
 import os
 import re
 import ssl
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +74,14 @@ log = logging.getLogger("pochta.queue.mtasts")
 
 #: Seconds for the whole policy fetch: connect, TLS, request, response.
 FETCH_TIMEOUT = 30.0
+#: Seconds for one address of the policy host (a dead IPv6 address must
+#: leave time for the IPv4 one).
+ADDRESS_TIMEOUT = 10.0
+#: A cached policy is fetched again after this many seconds, even with the
+#: same id (kept if that fails).
+REFRESH = 86400.0
+#: Seconds before a failed fetch of the same policy id is tried again.
+RETRY_AFTER = 300.0
 #: Largest response head read before the body.
 MAX_HEAD = 16 * 1024
 
@@ -153,6 +167,7 @@ class _Cached:
     id: str
     policy: Policy
     expires: float
+    fetched: float
 
 
 class StsPolicies:
@@ -175,27 +190,26 @@ class StsPolicies:
         self.context = context if context is not None else ssl.create_default_context()
         self.clock = clock
         self._cache: dict[str, _Cached] = self._load()
-        self._fetching: dict[str, asyncio.Future[Policy | None]] = {}
+        self._lookups: dict[str, asyncio.Task[Policy | None]] = {}
+        #: (domain, id) -> when its fetch failed.
+        self._failed: dict[tuple[str, str], float] = {}
 
     async def lookup(self, domain: str) -> Policy | None:
         """The policy to apply to ``domain`` now, or None (see the module note)."""
         domain = domain.lower().rstrip(".")
-        pending = self._fetching.get(domain)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Policy | None] = asyncio.get_running_loop().create_future()
-        self._fetching[domain] = future
+        task = self._lookups.get(domain)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._guarded(domain))
+            self._lookups[domain] = task
+            task.add_done_callback(lambda _t: self._lookups.pop(domain, None))
+        return await asyncio.shield(task)
+
+    async def _guarded(self, domain: str) -> Policy | None:
         try:
-            policy = await self._lookup(domain)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the waiters re-raise it
-            raise
-        else:
-            future.set_result(policy)
-            return policy
-        finally:
-            del self._fetching[domain]
+            return await self._lookup(domain)
+        except Exception:  # a bug here must not stop deliveries to the domain
+            log.exception("mta-sts: lookup for %s failed", domain)
+            return _live(self._cache.get(domain), self.clock())
 
     async def _lookup(self, domain: str) -> Policy | None:
         now = self.clock()
@@ -210,18 +224,25 @@ class StsPolicies:
             log.info("mta-sts: TXT lookup for %s failed: %s", domain, exc)
             wanted = None
         if wanted is None:
-            return _live(cached)
-        if cached is not None and cached.id == wanted:
-            return _live(cached)
+            return _live(cached, now)
+        if cached is not None and cached.id == wanted and now - cached.fetched < REFRESH:
+            return _live(cached, now)
+        failed = self._failed.get((domain, wanted))
+        if failed is not None and now - failed < RETRY_AFTER:
+            return _live(cached, now)
         try:
             policy = await asyncio.wait_for(self._fetch(domain), FETCH_TIMEOUT)
         except (FetchError, PolicyError, OSError, TimeoutError, DNSError) as exc:
             log.warning("mta-sts: policy of %s (id %s) not fetched: %s", domain, wanted, exc)
-            return _live(cached)
-        self._cache[domain] = _Cached(wanted, policy, now + policy.max_age)
+            if len(self._failed) > 10_000:
+                self._failed.clear()
+            self._failed[(domain, wanted)] = now
+            return _live(cached, now)
+        self._failed.pop((domain, wanted), None)
+        self._cache[domain] = _Cached(wanted, policy, now + policy.max_age, now)
         self._save()
         log.info("mta-sts: policy of %s id=%s mode=%s", domain, wanted, policy.mode)
-        return _live(self._cache[domain])
+        return _live(self._cache[domain], now)
 
     async def _fetch(self, domain: str) -> Policy:
         host = f"mta-sts.{domain}"
@@ -231,8 +252,8 @@ class StsPolicies:
         last: Exception = FetchError(f"{host} could not be reached")
         for address in addresses:
             try:
-                raw = await self._get(str(address), host)
-            except (OSError, ssl.SSLError) as exc:
+                raw = await asyncio.wait_for(self._get(str(address), host), ADDRESS_TIMEOUT)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
                 last = exc
                 continue
             return parse_policy(parse_http_response(raw))
@@ -250,7 +271,7 @@ class StsPolicies:
             )
             await writer.drain()
             raw = await reader.read(MAX_HEAD + MAX_POLICY_BYTES + 1)
-            while raw and len(raw) <= MAX_HEAD + MAX_POLICY_BYTES:
+            while raw and len(raw) <= MAX_HEAD + MAX_POLICY_BYTES and not _complete(raw):
                 more = await reader.read(MAX_HEAD + MAX_POLICY_BYTES + 1 - len(raw))
                 if not more:
                     break
@@ -270,19 +291,33 @@ class StsPolicies:
             return {}
         try:
             items = json.loads(self.cache_file.read_text())
-            return {
-                domain: _Cached(
-                    item["id"],
-                    Policy(item["mode"], int(item["max_age"]), tuple(item["mx"])),
-                    float(item["expires"]),
-                )
-                for domain, item in items.items()
-            }
+            if not isinstance(items, dict):
+                raise ValueError("not a JSON object")
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError) as exc:
             log.warning("mta-sts: cache %s unreadable, starting empty: %s", self.cache_file, exc)
             return {}
+        now = self.clock()
+        loaded: dict[str, _Cached] = {}
+        for domain, item in items.items():
+            # Each entry on its own: one damaged entry must not drop the others.
+            try:
+                mx = item["mx"]
+                if not isinstance(mx, list) or not all(isinstance(m, str) for m in mx):
+                    raise ValueError("mx is not a list of names")
+                policy = parse_policy(
+                    Policy(str(item["mode"]), int(item["max_age"]), tuple(mx)).text()
+                )
+                expires = min(float(item["expires"]), now + policy.max_age)
+                fetched = min(float(item.get("fetched", now)), now)
+                if not str(item["id"]).isalnum() or expires != expires:  # NaN
+                    raise ValueError("bad id or expiry")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("mta-sts: cache entry for %r dropped: %s", domain, exc)
+                continue
+            loaded[str(domain)] = _Cached(str(item["id"]), policy, expires, fetched)
+        return loaded
 
     def _save(self) -> None:
         if self.cache_file is None:
@@ -295,21 +330,41 @@ class StsPolicies:
                 "max_age": c.policy.max_age,
                 "mx": list(c.policy.mx),
                 "expires": c.expires,
+                "fetched": c.fetched,
             }
             for domain, c in self._cache.items()
             if c.expires > now
         }
-        temporary = self.cache_file.with_name(self.cache_file.name + ".tmp")
+        directory = self.cache_file.parent
         try:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(items))
-            os.replace(temporary, self.cache_file)
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=".mta-sts-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as out:
+                    json.dump(items, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, self.cache_file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
         except OSError as exc:
             log.warning("mta-sts: cache %s not written: %s", self.cache_file, exc)
 
 
-def _live(cached: _Cached | None) -> Policy | None:
+def _live(cached: _Cached | None, now: float) -> Policy | None:
     """A cached policy to apply; mode none is as good as no policy."""
-    if cached is None or cached.policy.mode == "none":
+    if cached is None or cached.expires <= now or cached.policy.mode == "none":
         return None
     return cached.policy
+
+
+def _complete(raw: bytes) -> bool:
+    """Whether ``raw`` holds a whole response by its Content-Length (a
+    server may keep the connection open after it)."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    found = re.search(rb"(?im)^content-length:[ \t]*([0-9]{1,10})[ \t]*$", head)
+    return found is not None and len(body) >= int(found[1])

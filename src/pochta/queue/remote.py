@@ -81,8 +81,9 @@ class MXDeliverer:
         self.port = port
         self.timeout = timeout
         self.rng = rng or random.Random()
-        #: domain -> idle connections (client, host, idle since, transactions done)
-        self._idle: dict[str, list[tuple[SMTPClient, str, float, int]]] = {}
+        #: domain -> idle connections (client, host, idle since, transactions
+        #: done, secured: opened with TLS required by MTA-STS or DANE)
+        self._idle: dict[str, list[tuple[SMTPClient, str, float, int, bool]]] = {}
         self._uses: dict[int, int] = {}
         self._closing: set[asyncio.Future[None]] = set()
         # One client context for every connection: building one per connection
@@ -121,14 +122,16 @@ class MXDeliverer:
     async def deliver(
         self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, *, qid: str = ""
     ) -> dict[str, Outcome]:
-        reused = await self._reuse(domain, mail_from, rcpts, data, qid)
+        # The policy first: a connection opened before it applied must not
+        # carry mail it forbids.
+        policy = await self.sts.lookup(domain) if self.sts is not None else None
+        reused = await self._reuse(domain, mail_from, rcpts, data, qid, policy)
         if reused is not None:
             return reused
         hosts = await self.mx_hosts(domain)
         if isinstance(hosts, Outcome):
             self.trace.record("mx", qid, domain=domain, error=hosts.reply())
             return dict.fromkeys(rcpts, hosts)
-        policy = await self.sts.lookup(domain) if self.sts is not None else None
         sts = policy.mode if policy is not None else None
         self.trace.record("mx", qid, domain=domain, hosts=hosts, **({"sts": sts} if sts else {}))
         last = temporary(f"No mail server for {domain} could be reached", "4.4.1")
@@ -181,40 +184,51 @@ class MXDeliverer:
     # once per message.
 
     async def _reuse(
-        self, domain: str, mail_from: str, rcpts: Sequence[str], data: bytes, qid: str
+        self,
+        domain: str,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        qid: str,
+        policy: Policy | None,
     ) -> dict[str, Outcome] | None:
         while True:
-            idle = self._take_idle(domain)
+            idle = self._take_idle(domain, policy)
             if idle is None:
                 return None
-            client, host = idle
+            client, host, secured = idle
             try:
                 result = await self._transaction(client, host, mail_from, rcpts, data)
             except SMTPClientError:
                 client.close()  # timed out by the far side meanwhile: open a new one
                 continue
             self.trace.record("connection", qid, host=host, tls=client.tls, reused=True)
-            self._keep(domain, client, host)
+            self._keep(domain, client, host, secured)
             return result
 
-    def _take_idle(self, domain: str) -> tuple[SMTPClient, str] | None:
+    def _take_idle(self, domain: str, policy: Policy | None) -> tuple[SMTPClient, str, bool] | None:
+        """An idle connection to ``domain`` that ``policy`` (enforce: only
+        its MX hosts, only secured connections) allows."""
         pool = self._idle.get(domain)
         now = time.monotonic()
+        enforce = policy is not None and policy.mode == "enforce"
+        patterns = policy.mx if policy is not None else ()
         while pool:
-            client, host, since, uses = pool.pop()
-            if now - since < IDLE_SECONDS and uses < MAX_USES and client.is_connected:
+            client, host, since, uses, secured = pool.pop()
+            allowed = not enforce or (secured and mx_matches(host, patterns))
+            if allowed and now - since < IDLE_SECONDS and uses < MAX_USES and client.is_connected:
                 self._uses[id(client)] = uses
-                return client, host
+                return client, host, secured
             self._quit_later(client)
         return None
 
-    def _keep(self, domain: str, client: SMTPClient, host: str) -> None:
+    def _keep(self, domain: str, client: SMTPClient, host: str, secured: bool) -> None:
         uses = self._uses.pop(id(client), 0) + 1
         pool = self._idle.setdefault(domain, [])
         if not client.is_connected or uses >= MAX_USES or len(pool) >= MAX_IDLE_PER_DOMAIN:
             self._quit_later(client)
             return
-        pool.append((client, host, time.monotonic(), uses))
+        pool.append((client, host, time.monotonic(), uses, secured))
 
     def _quit_later(self, client: SMTPClient) -> None:
         task = asyncio.ensure_future(_quit(client))
@@ -288,7 +302,7 @@ class MXDeliverer:
         self.trace.record(
             "connection", qid, host=host, address=address, tls=client.tls, reused=False
         )
-        self._keep(domain, client, host)
+        self._keep(domain, client, host, enforce or dane is not None)
         return result
 
     async def _transaction(

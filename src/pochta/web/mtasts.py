@@ -58,8 +58,10 @@ MAX_MAX_AGE = 31_557_600
 MAX_POLICY_BYTES = 64 * 1024
 MODES = ("enforce", "testing", "none")
 
-# RFC 8461 §3.2: sts-policy-field = key ":" *WSP value; keys are [A-Za-z0-9_-]+.
-_FIELD_RE = re.compile(r"([A-Za-z0-9_-]{1,32}):[ \t]*(.*?)[ \t]*")
+# RFC 8461 §3.2: sts-policy-field = key ":" *WSP value; an extension's name
+# is (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".").
+_FIELD_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31}):[ \t]*(.*?)[ \t]*")
+_SECONDS = re.compile(r"[0-9]{1,10}")
 # mx pattern: a domain name, optionally with a leading "*." wildcard label.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _MX_RE = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}")
@@ -88,8 +90,9 @@ class Policy:
 def parse_policy(text: str) -> Policy:
     """Parse an STSv1 policy body; raise :class:`PolicyError` naming the problem.
 
-    ``version`` must come first (RFC 8461 §3.2); unknown keys are ignored as
-    the RFC asks; ``mx`` may repeat and is required unless mode is ``none``.
+    RFC 8461 §3.2: fields in any order; unknown keys are ignored; of a
+    repeated field other than ``mx`` the first counts; ``mx`` may repeat
+    and is required unless mode is ``none``.
     """
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise PolicyError("longer than 64 KiB")
@@ -100,25 +103,23 @@ def parse_policy(text: str) -> Policy:
         if match is None:
             raise PolicyError(f"line {number} is not 'key: value'")
         fields.append((match.group(1), match.group(2)))
-    if not fields or fields[0] != ("version", "STSv1"):
-        raise PolicyError("the first line must be 'version: STSv1'")
     values: dict[str, str] = {}
     mx: list[str] = []
-    for key, value in fields[1:]:
+    for key, value in fields:
         if key == "mx":
             host = value.lower().rstrip(".")
             if not _MX_RE.fullmatch(host):
                 raise PolicyError(f"mx {value!r} is not a host name or *.pattern")
             mx.append(host)
         elif key in ("mode", "max_age", "version"):
-            if key in values:
-                raise PolicyError(f"{key} appears twice")
-            values[key] = value
+            values.setdefault(key, value)
+    if values.get("version") != "STSv1":
+        raise PolicyError("'version: STSv1' is missing")
     mode = values.get("mode")
     if mode not in MODES:
         raise PolicyError(f"mode must be one of {', '.join(MODES)}")
     age = values.get("max_age", "")
-    if not age.isdigit() or len(age) > 10 or int(age) > MAX_MAX_AGE:
+    if not _SECONDS.fullmatch(age) or int(age) > MAX_MAX_AGE:
         raise PolicyError(f"max_age must be a number of seconds 0..{MAX_MAX_AGE}")
     if mode != "none" and not mx:
         raise PolicyError("at least one mx line is needed unless mode is none")
