@@ -390,6 +390,10 @@ class MailAuthSettings:
     dmarc_reports: str = ""
     """Address for aggregate DMARC reports (``rua=``) in the record ``pochta dns
     records`` prints; empty means ``postmaster@<domain>``."""
+    srs: bool = True
+    """Rewrite the envelope sender of mail forwarded to another domain with
+    SRS (``pochta.smtp.srs``), so SPF passes at the next hop and bounces
+    come back through us; off keeps the original sender."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,6 +783,7 @@ def _parse_mailauth(top: _Table) -> MailAuthSettings:
         verify=table.boolean("verify", defaults.verify),
         sign=table.boolean("sign", defaults.sign),
         dmarc_reports=reports,
+        srs=table.boolean("srs", defaults.srs),
     )
 
 

@@ -40,6 +40,7 @@ from pochta.smtp.checks import SenderChecks, antispam_dir
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
 from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
+from pochta.smtp.srs import SRS
 from pochta.smtp.submission import SubmissionHandler
 from pochta.store import open_store
 from pochta.store.interface import Store
@@ -166,6 +167,7 @@ class Server:
             queue=self.queue,
             dkim=self._dkim,
             trace=self.trace,
+            srs=SRS.load(settings.data_dir) if settings.mailauth.srs else None,
         )
         self._submission = SubmissionHandler(
             hostname=settings.hostname,

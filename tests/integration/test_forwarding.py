@@ -19,6 +19,7 @@ Aliases on A:
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import time
 import uuid
@@ -83,7 +84,9 @@ def net(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[Ne
     root = tmp_path_factory.mktemp("forwarding")
     port = free_port_on(A_IP, B_IP)
     zones = {
-        "one.test": {"MX": ["10 mail.one.test"]},
+        # Forwarded mail leaves with an SRS sender at one.test (any loopback
+        # source address: the kernel picks it).
+        "one.test": {"MX": ["10 mail.one.test"], "TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]},
         "mail.one.test": {"A": [A_IP]},
         "three.test": {"MX": ["10 mail.one.test"]},
         "two.test": {"MX": ["10 mail.two.test"]},
@@ -218,8 +221,12 @@ def test_forwarded_mail_arrives_arc_sealed(net: Net) -> None:
     assert replies["DATA"][0] == 250
     data = wait_for(net.b, BOB, mark)
     head = data.split(b"\r\n\r\n", 1)[0]
-    # The original reverse-path is kept (RFC 5321 §4.4 Return-Path, added by B).
-    assert data.startswith(f"Return-Path: <{SENDER}>\r\n".encode())
+    # The reverse-path is the SRS form of the original, at the alias's
+    # domain (Return-Path, RFC 5321 §4.4, added by B).
+    return_path = data.split(b"\r\n", 1)[0].decode()
+    assert re.fullmatch(
+        r"Return-Path: <SRS0=[^=]{4}=[A-Z2-7]{2}=sender\.test=carol@one\.test>", return_path
+    )
     # One ARC set by one.test, i=1, sealed with its RSA key, above A's own A-R.
     rsa = next(k for k in net.a_keys if k.algorithm == "rsa-sha256")
     assert head.count(b"ARC-Seal:") == 1
@@ -233,11 +240,11 @@ def test_forwarded_mail_arrives_arc_sealed(net: Net) -> None:
     ours = results_of(data, "mail.one.test")
     assert ours["spf"] == "pass" and ours["dkim"] == "pass" and ours["dmarc"] == "pass"
     assert ours["arc"] == "none"
-    # B's verdicts: SPF fails after the forward (no SRS), DKIM survived it,
-    # and the chain A sealed validates.
+    # B's verdicts: SPF passes for one.test thanks to SRS, DKIM survived the
+    # forward, and the chain A sealed validates.
     theirs = results_of(data, "mail.two.test")
     assert theirs["arc"] == "pass"
-    assert theirs["spf"] == "fail"
+    assert theirs["spf"] == "pass"
     assert theirs["dkim"] == "pass" and theirs["dmarc"] == "pass"
     # The stored bytes verify on their own, with only A's key published.
     resolver = DictResolver({rsa.record_name: {"TXT": [rsa.public_txt]}})
@@ -268,6 +275,28 @@ def test_bounce_is_forwarded_with_the_null_sender(net: Net) -> None:
     data = wait_for(net.b, BOB, mark)
     assert data.startswith(b"Return-Path: <>\r\n")
     assert results_of(data, "mail.two.test")["arc"] == "pass"
+
+
+def test_a_bounce_to_an_srs_sender_goes_back_to_the_original(net: Net) -> None:
+    inbound = net.a.server._inbound
+    assert inbound.srs is not None
+    srs_sender = inbound.srs.forward(BOB, "one.test")  # as if Bob's mail was forwarded
+    mark = marker()
+    bounce = signed(
+        message(mark).replace(b"To: fwd@one.test", f"To: {srs_sender}".encode()),
+        net.sender_keys,
+    )
+    replies = send(net.a.address("smtp"), "<>", [srs_sender], bounce)
+    assert replies[srs_sender][0] == 250 and replies["DATA"][0] == 250
+    data = wait_for(net.b, BOB, mark)
+    assert data.startswith(b"Return-Path: <>\r\n")
+    # One we did not make, or changed, is an unknown user: never a relay.
+    local, _, domain = srs_sender.partition("@")
+    forged = local[:5] + ("A" if local[5] != "A" else "B") + local[6:] + "@" + domain
+    refused = send(net.a.address("smtp"), "<>", [forged], bounce)
+    assert refused[forged][0] == 550
+    elsewhere = send(net.a.address("smtp"), "<>", ["SRS0=abcd=AA=x.test=y@one.test"], bounce)
+    assert elsewhere["SRS0=abcd=AA=x.test=y@one.test"][0] == 550
 
 
 def test_domain_without_keys_forwards_unsealed(net: Net) -> None:

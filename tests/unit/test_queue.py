@@ -77,7 +77,10 @@ async def test_enqueue_many_queues_all_copies_or_none(tmp_path: Path) -> None:
     script = Script({"bob@two.test": [OK], "carol@three.test": [OK]})
     runner, _, _ = make(tmp_path, script)
     qids = await runner.enqueue_many(
-        "alice@one.test", [(["bob@two.test"], b"A" + MSG), (["carol@three.test"], b"B" + MSG)]
+        [
+            ("alice@one.test", ["bob@two.test"], b"A" + MSG),
+            ("SRS0=x@one.test", ["carol@three.test"], b"B" + MSG),
+        ]
     )
     assert len(set(qids)) == 2
     assert [runner.spool.read(q) for q in qids] == [b"A" + MSG, b"B" + MSG]
@@ -86,7 +89,10 @@ async def test_enqueue_many_queues_all_copies_or_none(tmp_path: Path) -> None:
     taken = qids[0]
     with pytest.raises(sqlite3.IntegrityError):
         runner.spool.enqueue_many(
-            "alice@one.test", [("NEWID", ["x@two.test"], MSG), (taken, ["y@two.test"], MSG)]
+            [
+                ("NEWID", "a@one.test", ["x@two.test"], MSG),
+                (taken, "a@one.test", ["y@two.test"], MSG),
+            ]
         )
     assert {m.qid for m in runner.spool.messages()} == set(qids)
     runner.spool.close()

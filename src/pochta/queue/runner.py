@@ -126,16 +126,15 @@ class QueueRunner:
 
     async def enqueue(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
         """Spool a message durably and schedule it; returns its queue id."""
-        (qid,) = await self.enqueue_many(mail_from, [(rcpts, data)])
+        (qid,) = await self.enqueue_many([(mail_from, rcpts, data)])
         return qid
 
-    async def enqueue_many(
-        self, mail_from: str, copies: Sequence[tuple[Sequence[str], bytes]]
-    ) -> list[str]:
-        """Spool several messages ``(rcpts, data)`` durably, all or none; their queue ids."""
+    async def enqueue_many(self, copies: Sequence[tuple[str, Sequence[str], bytes]]) -> list[str]:
+        """Spool several messages ``(mail_from, rcpts, data)`` durably, all or
+        none; their queue ids."""
         qids = [new_queue_id() for _ in copies]
-        rows = [(qid, rcpts, data) for qid, (rcpts, data) in zip(qids, copies, strict=True)]
-        await self._io(self.spool.enqueue_many, mail_from, rows, self.clock())
+        rows = [(qid, *copy) for qid, copy in zip(qids, copies, strict=True)]
+        await self._io(self.spool.enqueue_many, rows, self.clock())
         self.wake()
         return qids
 

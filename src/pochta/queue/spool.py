@@ -197,22 +197,21 @@ class Spool:
         now: float | None = None,
     ) -> None:
         """Store a message durably for delivery to ``rcpts`` (see module note)."""
-        self.enqueue_many(mail_from, [(qid, rcpts, data)], now)
+        self.enqueue_many([(qid, mail_from, rcpts, data)], now)
 
     def enqueue_many(
         self,
-        mail_from: str,
-        copies: Sequence[tuple[str, Sequence[str], bytes]],
+        copies: Sequence[tuple[str, str, Sequence[str], bytes]],
         now: float | None = None,
     ) -> None:
-        """Store several messages, each ``(qid, rcpts, data)``, in one
+        """Store several messages, each ``(qid, mail_from, rcpts, data)``, in one
         transaction: all of them durable, or none (a forwarding MX's copies
         for several domains, so that a failure cannot leave some queued and
         the client's retry duplicate them)."""
         now = time.time() if now is None else now
 
         def insert(db: sqlite3.Connection) -> None:
-            for qid, rcpts, data in copies:
+            for qid, mail_from, rcpts, data in copies:
                 db.execute(
                     "INSERT INTO messages (qid, mail_from, created, size) VALUES (?, ?, ?, ?)",
                     (qid, mail_from, now, len(data)),

@@ -18,13 +18,15 @@ No ``Return-Path`` (only the final delivery adds it, RFC 5321 §4.4) and no
 ``X-Spam-*`` fields (those are per local user). Headers and body are not
 changed, so the author's DKIM signatures still verify at the next hop.
 
-Envelope sender. The original MAIL FROM is kept (the null reverse-path
-``<>`` of a bounce stays ``<>``, RFC 5321 §4.5.5), so a failure later on
-goes back to the original sender. The price: SPF at the next hop checks
-the sender's domain against *our* address and fails or softfails (RFC 7208
-§1.2 / Appendix D: forwarding breaks SPF). SRS (rewriting the sender to an
-address of ours) is not done. The next hop can instead trust our verdicts
-through ARC.
+Envelope sender. With ``[mailauth] srs`` (the default) a sender at another
+domain is rewritten by SRS (``pochta.smtp.srs``) into an address at the
+alias's domain: SPF at the next hop then checks the forwarding domain,
+whose SPF record names us, and a bounce comes back to us, which sends it on
+to the original sender. The null reverse-path ``<>`` of a bounce stays
+``<>`` (RFC 5321 §4.5.5), and a sender at one of our own domains is kept.
+Without SRS the original MAIL FROM is kept, and SPF at the next hop fails
+or softfails (RFC 7208 Appendix D); the next hop can still trust our
+verdicts through ARC.
 
 ARC (RFC 8617 §5.1). When the sender checks ran, each copy is sealed with
 the RSA key of the *alias's* domain -- the domain that forwards -- as
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pochta.errors import UserFacingError
@@ -62,6 +64,7 @@ from pochta.smtp import codes
 if TYPE_CHECKING:
     from pochta.mailauth.keys import DKIMKeyStore
     from pochta.queue.runner import QueueRunner
+    from pochta.smtp.srs import SRS
 
 __all__ = ["MAX_RECEIVED", "ROUTING_LOOP", "Forwarder", "looping", "received_count"]
 
@@ -94,13 +97,22 @@ class Forwarder:
     """Seals and spools the copies of a message for remote alias targets."""
 
     def __init__(
-        self, *, hostname: str, queue: QueueRunner, dkim: DKIMKeyStore | None = None
+        self,
+        *,
+        hostname: str,
+        queue: QueueRunner,
+        dkim: DKIMKeyStore | None = None,
+        srs: SRS | None = None,
+        is_local_domain: Callable[[str], bool] = lambda _domain: False,
     ) -> None:
         #: Our authserv-id (RFC 8601 §2.5): the hostname the checks write.
         self.hostname = hostname
         self.queue = queue
         #: Keys to seal with; None when ``[mailauth].sign`` is off.
         self.dkim = dkim
+        #: Rewrites senders of other domains (None: ``[mailauth] srs`` off).
+        self.srs = srs
+        self.is_local_domain = is_local_domain
         #: Domains already logged as having no keys (logged once each).
         self._keyless: set[str] = set()
 
@@ -125,22 +137,33 @@ class Forwarder:
         seals = [
             await self._seal(domain, message, queue_id) if sealable else b"" for domain in targets
         ]
+        senders = [self.sender(mail_from, domain) for domain in targets]
         copies = [
-            (list(rcpts), seal + message)
-            for rcpts, seal in zip(targets.values(), seals, strict=True)
+            (sender, list(rcpts), seal + message)
+            for sender, rcpts, seal in zip(senders, targets.values(), seals, strict=True)
         ]
-        qids = await self.queue.enqueue_many(mail_from, copies)
-        for (domain, rcpts), seal, qid in zip(targets.items(), seals, qids, strict=True):
+        qids = await self.queue.enqueue_many(copies)
+        for (domain, rcpts), seal, qid, sender in zip(
+            targets.items(), seals, qids, senders, strict=True
+        ):
             log.info(
                 "queue_id=%s forwarded from=<%s> to=%s via=%s as=%s arc=%s",
                 queue_id,
-                mail_from,
+                sender,
                 ",".join(f"<{r}>" for r in rcpts),
                 domain,
                 qid,
                 "sealed" if seal else "unsealed",
             )
         return qids
+
+    def sender(self, mail_from: str, domain: str) -> str:
+        """The envelope sender of the copy forwarded through ``domain``."""
+        if self.srs is None or not mail_from:
+            return mail_from
+        if self.is_local_domain(mail_from.rpartition("@")[2]):
+            return mail_from  # our own SPF covers it
+        return self.srs.forward(mail_from, domain)
 
     async def _seal(self, domain: str, message: bytes, queue_id: str) -> bytes:
         """ARC set for ``message`` by ``domain``'s RSA key, or b"" (logged) if none can be made."""

@@ -39,6 +39,7 @@ from pochta.smtp.forward import ROUTING_LOOP, Forwarder, looping
 from pochta.smtp.handler import BaseHandler
 from pochta.smtp.policy import new_queue_id, return_path_header
 from pochta.smtp.protocol import PochtaEnvelope, PochtaSession, PochtaSMTP
+from pochta.smtp.srs import SRS, is_srs
 from pochta.store.deliver import deliver_to, deliver_to_users
 from pochta.store.interface import Recipient
 
@@ -67,6 +68,7 @@ class InboundHandler(BaseHandler):
         queue: QueueRunner | None = None,
         dkim: DKIMKeyStore | None = None,
         trace: Trace = NO_TRACE,
+        srs: SRS | None = None,
     ) -> None:
         super().__init__(
             hostname=hostname, max_recipients=max_recipients, max_message_size=max_message_size
@@ -80,8 +82,18 @@ class InboundHandler(BaseHandler):
         #: Forwarding to remote alias targets; None (no queue) turns it off,
         #: and an alias with only remote targets is then an unknown user.
         self.forwarder = (
-            Forwarder(hostname=hostname, queue=queue, dkim=dkim) if queue is not None else None
+            Forwarder(
+                hostname=hostname,
+                queue=queue,
+                dkim=dkim,
+                srs=srs,
+                is_local_domain=accounts.is_local_domain,
+            )
+            if queue is not None
+            else None
         )
+        #: Bounces to the SRS senders of forwarded mail are sent on (``srs.py``).
+        self.srs = srs
         #: Per transaction: remote target -> the alias domain that reached it
         #: first (its key seals). Keyed weakly: RSET or a new MAIL drops the
         #: envelope and its entry with it.
@@ -125,8 +137,17 @@ class InboundHandler(BaseHandler):
         resolution = self.accounts.resolve(address)
         if not resolution.local_domain:
             return str(codes.RELAY_DENIED)
+        users = resolution.users
         forwards = resolution.remote if self.forwarder is not None and not server.lmtp else ()
-        if not resolution.users and not forwards:
+        if self.srs is not None and is_srs(parsed.local):
+            # A bounce (or reply) to the SRS sender of mail we forwarded goes
+            # on to the address it stands for, before any catch-all alias;
+            # one we did not make (or too old) is an unknown user.
+            original = self.srs.reverse(address)
+            if original is None or self.forwarder is None or server.lmtp:
+                return str(codes.UNKNOWN_USER)
+            users, forwards = (), (original,)
+        if not users and not forwards:
             return str(codes.UNKNOWN_USER)
         if self.checks is not None and not server.lmtp:
             mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
@@ -137,7 +158,7 @@ class InboundHandler(BaseHandler):
                 return str(refusal)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        for user in resolution.users:
+        for user in users:
             envelope.users[user] = None
         if forwards:
             remote = self._remote.setdefault(envelope, {})
