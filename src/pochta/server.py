@@ -341,6 +341,7 @@ class Server:
             queue=self.queue,
             keys=self._dkim if self._dkim is not None else DKIMKeyStore(self.settings.data_dir),
             data_dir=self.settings.data_dir,
+            resolver=self.resolver,
         )
         self._web = WebApp(self.settings, self.accounts, self._bound_ports, admin)
         factory = await self._web.setup()

@@ -530,3 +530,35 @@ def test_storage_trouble_is_a_notice_not_a_500(
     finally:
         accounts.close()
     assert signed_in.get("/admin/domains").status == 200
+
+
+def test_dkim_keys_rotate_and_remove(admin_server: ServerThread, signed_in: Browser) -> None:
+    keys = DKIMKeyStore(admin_server.settings.data_dir)
+    old = {k.selector for k in keys.active("example.test")}
+    rotated = signed_in.act("/admin/domains/rotate", "/admin/domains", domain="example.test")
+    assert rotated.startswith("New DKIM keys for example.test")
+    new = {k.selector for k in keys.active("example.test")}
+    assert new and not new & old
+    retired = {k.selector for k in keys.published("example.test") if not k.active}
+    assert retired == old
+    active_one = next(iter(new))
+    refused = signed_in.act(
+        "/admin/domains/remove-key", "/admin/domains", domain="example.test", selector=active_one
+    )
+    assert "is active" in refused
+    gone = next(iter(old))
+    removed = signed_in.act(
+        "/admin/domains/remove-key", "/admin/domains", domain="example.test", selector=gone
+    )
+    assert removed.startswith(f"DKIM key {gone} of example.test removed")
+    assert gone not in {k.selector for k in keys.published("example.test")}
+    foreign = signed_in.act("/admin/domains/rotate", "/admin/domains", domain="elsewhere.test")
+    assert "not one of this server's domains" in foreign
+
+
+def test_dns_check_page_looks_the_records_up(signed_in: Browser) -> None:
+    page = signed_in.get("/admin/dns?domain=example.test&check=1")
+    assert page.status == 200
+    # The tests' resolver is an empty loopback server: everything is missing.
+    assert "records missing or wrong" in page.body
+    assert "<td>missing</td>" in page.body and "MX" in page.body

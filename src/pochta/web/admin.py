@@ -45,9 +45,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from pochta.accounts import AddressError, generate_password, manage, parse_address
+from pochta.accounts import AddressError, generate_password, manage, parse_address, parse_domain
 from pochta.accounts.login import LoginGuard, TooManyFailures
 from pochta.config import Settings
+from pochta.dns.check import CheckLine, check, summary
+from pochta.dns.resolver import Resolver
 from pochta.dns.zone import records
 from pochta.errors import UserFacingError
 from pochta.mailauth.keys import DKIMKeyStore
@@ -123,6 +125,8 @@ class AdminServices:
     queue: QueueRunner
     keys: DKIMKeyStore
     data_dir: Path
+    #: For the DNS check page (the server's resolver: ``[dns].nameservers``).
+    resolver: Resolver
 
 
 @dataclass
@@ -176,6 +180,8 @@ class AdminSite:
         changes: dict[str, tuple[Change, str]] = {
             "/admin/domains/add": (AdminSite.domain_add, "/admin/domains"),
             "/admin/domains/delete": (AdminSite.domain_delete, "/admin/domains"),
+            "/admin/domains/rotate": (AdminSite.dkim_rotate, "/admin/domains"),
+            "/admin/domains/remove-key": (AdminSite.dkim_remove, "/admin/domains"),
             "/admin/users/add": (AdminSite.user_add, "/admin/users"),
             "/admin/users/delete": (AdminSite.user_delete, "/admin/users"),
             "/admin/users/password": (AdminSite.user_password, "/admin/users"),
@@ -410,13 +416,23 @@ class AdminSite:
         accounts = request.app[CONTEXT].accounts
         domain = request.query.get("domain", "")[:MAX_FIELD]
         lines: list[str] = []
+        checked: list[CheckLine] = []
         if domain:
             if domain in accounts.list_domains():
                 lines = records(self.settings, domain)
+                if request.query.get("check"):
+                    keys = await asyncio.to_thread(self.services.keys.published, domain)
+                    checked = await check(self.settings, domain, self.services.resolver, keys)
             else:
                 session.messages.append(("error", f"{domain} is not one of this server's domains"))
         return self.render(
-            "admin/dns.html", session, domain=domain, domains=accounts.list_domains(), lines=lines
+            "admin/dns.html",
+            session,
+            domain=domain,
+            domains=accounts.list_domains(),
+            lines=lines,
+            checked=checked,
+            summary=summary(checked) if checked else "",
         )
 
     async def trace(self, request: web.Request, session: _Session) -> web.Response:
@@ -456,6 +472,35 @@ class AdminSite:
         )
         self._audit(session, "domain del", removed)
         return f"Domain {removed} deleted."
+
+    async def dkim_rotate(
+        self, request: web.Request, session: _Session, form: dict[str, str]
+    ) -> str:
+        domain = self._local_domain(request, form)
+        keys = await asyncio.to_thread(self.services.keys.rotate, domain)
+        self._audit(session, "dkim rotate", domain)
+        selectors = ", ".join(k.selector for k in keys)
+        return (
+            f"New DKIM keys for {domain}: {selectors}. Publish their records (DNS records page); "
+            "the old keys stay published until you remove them."
+        )
+
+    async def dkim_remove(
+        self, request: web.Request, session: _Session, form: dict[str, str]
+    ) -> str:
+        domain = self._local_domain(request, form)
+        selector = form.get("selector", "")
+        await asyncio.to_thread(self.services.keys.remove, domain, selector)
+        self._audit(session, "dkim remove", f"{domain} {selector}")
+        return (
+            f"DKIM key {selector} of {domain} removed; delete {selector}._domainkey.{domain} TXT."
+        )
+
+    def _local_domain(self, request: web.Request, form: dict[str, str]) -> str:
+        domain = parse_domain(form.get("domain", ""))
+        if not request.app[CONTEXT].accounts.is_local_domain(domain):
+            raise ValueError(f"{domain} is not one of this server's domains")
+        return domain
 
     async def user_add(self, request: web.Request, session: _Session, form: dict[str, str]) -> str:
         accounts = request.app[CONTEXT].accounts
