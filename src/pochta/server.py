@@ -40,7 +40,7 @@ from pochta.smtp.checks import SenderChecks, antispam_dir
 from pochta.smtp.inbound import InboundHandler
 from pochta.smtp.policy import ConnectionLimiter
 from pochta.smtp.protocol import PochtaLMTP, PochtaSMTP
-from pochta.smtp.srs import SRS
+from pochta.smtp.srs import SRS, is_srs
 from pochta.smtp.submission import SubmissionHandler
 from pochta.store import open_store
 from pochta.store.interface import Store
@@ -157,6 +157,9 @@ class Server:
         self._remote: MXDeliverer | None = None
         #: DKIM keys: submission signs with them, the MX ARC-seals forwarded mail.
         self._dkim = DKIMKeyStore(settings.data_dir) if settings.mailauth.sign else None
+        srs = SRS.load(settings.data_dir) if settings.mailauth.srs else None
+        if srs is not None:
+            self.queue.dsn_recipient = self._dsn_recipient(srs)
         self._inbound = InboundHandler(
             hostname=settings.hostname,
             accounts=self.accounts,
@@ -167,7 +170,7 @@ class Server:
             queue=self.queue,
             dkim=self._dkim,
             trace=self.trace,
-            srs=SRS.load(settings.data_dir) if settings.mailauth.srs else None,
+            srs=srs,
         )
         self._submission = SubmissionHandler(
             hostname=settings.hostname,
@@ -182,6 +185,18 @@ class Server:
             trace=self.trace,
         )
         self._stopped = asyncio.Event()
+
+    def _dsn_recipient(self, srs: SRS) -> Callable[[str], str]:
+        """A DSN about a copy we forwarded goes straight to the original
+        sender that the copy's SRS sender at one of our domains stands for."""
+
+        def recipient(sender: str) -> str:
+            local, _, domain = sender.rpartition("@")
+            if is_srs(local) and self.accounts.is_local_domain(domain):
+                return srs.reverse(sender) or sender
+            return sender
+
+        return recipient
 
     def _route(self, domain: str) -> Deliverer:
         """Our own domains skip the network; the rest go to their MX."""

@@ -39,6 +39,7 @@ from pochta.mailauth.dkim import sign_message
 from pochta.mailauth.keys import DKIMKey, DKIMKeyStore
 from pochta.mailauth.results import parse_authentication_results
 from pochta.observe.trace import find
+from pochta.smtp.srs import SRS
 
 A_IP = "127.0.0.4"
 B_IP = "127.0.0.5"
@@ -225,7 +226,7 @@ def test_forwarded_mail_arrives_arc_sealed(net: Net) -> None:
     # domain (Return-Path, RFC 5321 §4.4, added by B).
     return_path = data.split(b"\r\n", 1)[0].decode()
     assert re.fullmatch(
-        r"Return-Path: <SRS0=[^=]{4}=[A-Z2-7]{2}=sender\.test=carol@one\.test>", return_path
+        r"Return-Path: <SRS0=[A-Z2-7]{8}=[A-Z2-7]{2}=sender\.test=carol@one\.test>", return_path
     )
     # One ARC set by one.test, i=1, sealed with its RSA key, above A's own A-R.
     rsa = next(k for k in net.a_keys if k.algorithm == "rsa-sha256")
@@ -292,11 +293,24 @@ def test_a_bounce_to_an_srs_sender_goes_back_to_the_original(net: Net) -> None:
     assert data.startswith(b"Return-Path: <>\r\n")
     # One we did not make, or changed, is an unknown user: never a relay.
     local, _, domain = srs_sender.partition("@")
-    forged = local[:5] + ("A" if local[5] != "A" else "B") + local[6:] + "@" + domain
-    refused = send(net.a.address("smtp"), "<>", [forged], bounce)
-    assert refused[forged][0] == 550
-    elsewhere = send(net.a.address("smtp"), "<>", ["SRS0=abcd=AA=x.test=y@one.test"], bounce)
-    assert elsewhere["SRS0=abcd=AA=x.test=y@one.test"][0] == 550
+    forged = local[:5] + ("B" if local[5].upper() == "A" else "A") + local[6:] + "@" + domain
+    other_key = SRS(b"not the key of one.test").forward("victim@elsewhere.test", "one.test")
+    lowered = srs_sender.lower()  # servers that lower-case local parts: still ours
+    replies = send(net.a.address("smtp"), "<>", [forged, other_key, lowered], bounce)
+    assert replies[forged][0] == 550 and replies[other_key][0] == 550
+    assert replies[lowered][0] == 250
+    # A long original (bulk senders' bounce addresses) makes an SRS local
+    # part over RFC 5321's 64 octets: accepted all the same.
+    long_sender = inbound.srs.forward("bounces+" + "x" * 60 + "@two.test", "one.test")
+    assert len(long_sender.partition("@")[0]) > 64
+    long_reply = send(net.a.address("smtp"), "<>", [long_sender], bounce)
+    assert long_reply[long_sender][0] == 250
+    # A DSN our own queue makes about a forwarded copy goes to the original
+    # sender, not to the SRS address (which only stands for it).
+    runner = net.a.server.queue
+    assert runner.dsn_recipient(srs_sender) == BOB
+    assert runner.dsn_recipient(forged) == forged  # not ours: left alone
+    assert runner.dsn_recipient("carol@sender.test") == "carol@sender.test"
 
 
 def test_domain_without_keys_forwards_unsealed(net: Net) -> None:

@@ -254,6 +254,31 @@ async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
     assert connections == 1 and len(script.received) == 5
 
 
+async def test_a_kept_connection_is_clean_after_every_recipient_was_refused(port: int) -> None:
+    # Every RCPT refused: the server still holds the MAIL; without a RSET the
+    # next message on the kept connection would get "503 nested MAIL".
+    connections = 0
+    script = Scripted(rcpt_reply=lambda rcpt: "550 5.1.1 no" if "gone" in rcpt else "250 OK")
+
+    def factory() -> SMTP:
+        nonlocal connections
+        connections += 1
+        return SMTP(script, hostname="mx1")
+
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port)
+    d = deliverer(ZONES, port)
+    try:
+        refused = await d.deliver("two.test", "a@one.test", ["gone@two.test"], MSG)
+        assert refused["gone@two.test"].code == 550
+        out = await d.deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
+        assert out["bob@two.test"].delivered, out["bob@two.test"]
+    finally:
+        await d.close()
+        server.close()
+        await server.wait_closed()
+    assert connections == 1 and len(script.received) == 1
+
+
 async def test_pipelining_sends_mail_rcpt_data_together(port: int) -> None:
     """RFC 2920 §3.1: with PIPELINING offered, MAIL, RCPTs and DATA go in one write."""
     chunks: list[bytes] = []

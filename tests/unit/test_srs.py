@@ -34,8 +34,21 @@ def test_round_trip() -> None:
 
 def test_odd_local_parts_survive() -> None:
     s = srs()
-    for sender in ("a=b=c@x.test", "user+tag@x.test", '"quoted name"@x.test', "UPPER@X.TEST"):
+    for sender in ("a=b=c@x.test", "user+tag@x.test", "UPPER@X.TEST", "ünï@x.test"):
         assert s.reverse(s.forward(sender, "f.test")) == sender
+    # What could not come back unchanged is not rewritten at all.
+    for sender in ('"quoted name"@x.test', "a@bücher.test"):
+        assert s.forward(sender, "f.test") == sender
+
+
+def test_the_hash_covers_where_the_fields_meet() -> None:
+    s = srs()
+    rewritten = s.forward("galice@example.org", "f.test")
+    local, _, domain = rewritten.partition("@")
+    hashed, stamp = local[5:13], local[14:16]
+    # The same characters split differently between domain and local part.
+    moved = f"SRS0={hashed}={stamp}=example.orgg=alice@{domain}"
+    assert s.reverse(moved) is None
 
 
 def test_null_sender_and_non_addresses_are_left_alone() -> None:
@@ -48,12 +61,20 @@ def test_only_our_key_and_an_intact_hash_reverse() -> None:
     rewritten = srs().forward("alice@example.org", "f.test")
     assert srs(key=b"other key 123456").reverse(rewritten) is None
     local, _, domain = rewritten.partition("@")
-    hashed = local[5:9]
-    tampered = local.replace(hashed, "AAAA" if hashed != "AAAA" else "BBBB", 1)
+    hashed = local[5:13]
+    assert len(hashed) == 8 and hashed.isalnum()
+    other = ("B" if hashed[0] == "A" else "A") + hashed[1:]
+    tampered = local.replace(hashed, other, 1)
     assert srs().reverse(f"{tampered}@{domain}") is None
     changed_target = rewritten.replace("=alice@", "=mallory@")
     assert srs().reverse(changed_target) is None
-    for junk in ("SRS0=@f.test", "SRS0=abcd=AA@f.test", "SRS2=a=b=c=d@f.test", "nosrs@f.test"):
+    for junk in (
+        "SRS0=@f.test",
+        "SRS0=abcd=AA@f.test",
+        "SRS2=a=b=c=d@f.test",
+        "nosrs@f.test",
+        "SRS0=AAAAAAAA=AA=x y.test=a@f.test",
+    ):
         assert srs().reverse(junk) is None
 
 
@@ -86,6 +107,20 @@ def test_a_second_forwarder_makes_srs1_and_bounces_go_to_the_first() -> None:
     assert len(thrice.partition("@")[0]) == len(twice.partition("@")[0])
 
 
+def test_processes_starting_together_agree_on_one_key(tmp_path: Path) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        keys = pool.map(_key_of, [str(tmp_path)] * 16)
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert [p.name for p in tmp_path.iterdir()] == ["srs.key"]  # no temporary files left
+
+
+def _key_of(directory: str) -> bytes:
+    SRS.load(Path(directory))
+    return (Path(directory) / "srs.key").read_bytes()
+
+
 def test_the_key_is_made_once_and_private(tmp_path: Path) -> None:
     made = SRS.load(tmp_path)
     path = tmp_path / "srs.key"
@@ -111,6 +146,6 @@ def test_any_sender_round_trips(local: str, domain: str) -> None:
     s = srs()
     sender = f"{local}@{domain}"
     rewritten = s.forward(sender, "f.test")
-    if is_srs(local):  # another forwarder's address: SRS1/SRS0 rules apply
+    if is_srs(local) or rewritten == sender:  # another forwarder's, or not embeddable
         return
     assert s.reverse(rewritten) == sender

@@ -85,6 +85,10 @@ class QueueRunner:
         self.settings = settings
         self.route = route
         self.clock = clock
+        #: Where a DSN about a message goes, given its sender: the sender
+        #: itself, unless it is an SRS address of ours (``smtp.srs``), which
+        #: stands for the original sender of a message we forwarded.
+        self.dsn_recipient: Callable[[str], str] = lambda sender: sender
         self._wake = asyncio.Event()
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._per_domain: Counter[str] = Counter()
@@ -270,20 +274,21 @@ class QueueRunner:
             delayed_until=delayed_until,
             now=self.clock(),
         )
-        qid = await self.enqueue("", [item.mail_from], dsn)
+        to = self.dsn_recipient(item.mail_from)
+        qid = await self.enqueue("", [to], dsn)
         self.trace.record(
             "dsn",
             item.qid,
             links=[qid],
             kind="delayed" if delayed_until else "failed",
-            to=item.mail_from,
+            to=to,
         )
         log.info(
             "queue_id=%s dsn=%s for=%s to=<%s>",
             item.qid,
             qid,
             "delayed" if delayed_until else "failed",
-            item.mail_from,
+            to,
         )
 
     async def _delay_notices(self, now: float) -> None:

@@ -32,7 +32,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING
 
-from pochta.accounts import AddressError, parse_address
+from pochta.accounts import AddressError, parse_address, parse_domain
 from pochta.observe.trace import NO_TRACE, Trace, message_id
 from pochta.smtp import codes
 from pochta.smtp.forward import ROUTING_LOOP, Forwarder, looping
@@ -130,23 +130,36 @@ class InboundHandler(BaseHandler):
         """RFC 5321 §4.1.1.3 RCPT: local users and aliases only."""
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return str(codes.TOO_MANY_RECIPIENTS)
-        try:
-            parsed = parse_address(address)
-        except AddressError:
-            return str(codes.BAD_ADDRESS)
-        resolution = self.accounts.resolve(address)
-        if not resolution.local_domain:
-            return str(codes.RELAY_DENIED)
-        users = resolution.users
-        forwards = resolution.remote if self.forwarder is not None and not server.lmtp else ()
-        if self.srs is not None and is_srs(parsed.local):
+        srs_local, at, srs_domain = address.rpartition("@")
+        if self.srs is not None and at and is_srs(srs_local):
             # A bounce (or reply) to the SRS sender of mail we forwarded goes
             # on to the address it stands for, before any catch-all alias;
-            # one we did not make (or too old) is an unknown user.
+            # one we did not make (or too old) is an unknown user. Checked
+            # before parse_address: SRS local parts may pass 64 octets.
+            try:
+                domain = parse_domain(srs_domain)
+            except AddressError:
+                return str(codes.BAD_ADDRESS)
+            if not self.accounts.is_local_domain(domain):
+                return str(codes.RELAY_DENIED)
             original = self.srs.reverse(address)
             if original is None or self.forwarder is None or server.lmtp:
                 return str(codes.UNKNOWN_USER)
-            users, forwards = (), (original,)
+            users: tuple[str, ...] = ()
+            forwards: tuple[str, ...] = (original,)
+            resolution = None
+        else:
+            try:
+                domain = parse_address(address).domain
+            except AddressError:
+                return str(codes.BAD_ADDRESS)
+            resolution = self.accounts.resolve(address)
+            if not resolution.local_domain:
+                return str(codes.RELAY_DENIED)
+            users = tuple(resolution.users)
+            forwards = (
+                tuple(resolution.remote) if self.forwarder is not None and not server.lmtp else ()
+            )
         if not users and not forwards:
             return str(codes.UNKNOWN_USER)
         if self.checks is not None and not server.lmtp:
@@ -163,8 +176,8 @@ class InboundHandler(BaseHandler):
         if forwards:
             remote = self._remote.setdefault(envelope, {})
             for target in forwards:
-                remote.setdefault(target, parsed.domain)
-        elif resolution.remote:
+                remote.setdefault(target, domain)
+        elif resolution is not None and resolution.remote:
             log.info(
                 "rcpt=<%s> remote targets %s not forwarded over %s",
                 address,
