@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ServerThread, TLSFiles
 
 from pochta.smtp import codes
+from pochta.smtp.protocol import HARD_ERROR_LIMIT
 from pochta.store.interface import MessageInfo
 
 MSG = (
@@ -114,6 +115,30 @@ def test_unknown_user_and_relay_are_refused(server: ServerThread) -> None:
     assert code == 503  # no valid recipient
     client.quit()
     assert all_mail_files(server) == []
+
+
+def test_a_client_that_keeps_failing_is_cut_off(server: ServerThread) -> None:
+    # Address (or SRS hash) guessing: Postfix's smtpd_hard_error_limit, 20.
+    client = connect(server)
+    expect(client.mail("sender@remote.test"), codes.SENDER_OK)
+    for i in range(HARD_ERROR_LIMIT):
+        expect(client.rcpt(f"nobody{i}@example.test"), codes.UNKNOWN_USER)
+    # A delivered message resets the count.
+    expect(client.rcpt("alice@example.test"), codes.RECIPIENT_OK)
+    code, _ = client.data(b"Subject: x\r\n\r\nbody\r\n")
+    assert code == 250
+    expect(client.mail("sender@remote.test"), codes.SENDER_OK)
+    for i in range(HARD_ERROR_LIMIT):
+        expect(client.rcpt(f"again{i}@example.test"), codes.UNKNOWN_USER)
+    code, _ = client.rcpt("one-more@example.test")
+    assert code == 550  # the 21st error is answered, then the session ends
+    try:
+        # The 421 the server sent with it is what smtplib reads next.
+        assert client.rcpt("and-another@example.test")[0] == 421
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.rcpt("and-yet-another@example.test")
+    finally:
+        client.close()
 
 
 def test_null_sender_bounce_is_accepted(server: ServerThread) -> None:

@@ -40,6 +40,8 @@ BYE = Reply(221, "2.0.0", "Bye")
 # Temporary failures (the client keeps the message and retries)
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+#: After HARD_ERROR_LIMIT failed commands without a delivered message.
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing the connection")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 

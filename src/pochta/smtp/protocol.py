@@ -11,6 +11,10 @@ needs on top:
   greeting and the HELO/EHLO reply);
 * a session over the connection limit gets ``421 4.7.0`` and is closed,
   instead of being dropped silently;
+* a session that gets more than ``HARD_ERROR_LIMIT`` (20) 4yz/5yz replies
+  without a message accepted is closed with ``421 4.7.0`` (as Postfix's
+  smtpd_hard_error_limit): guessing addresses or SRS hashes stays slow.
+  Not on LMTP, whose client is our own trusted MTA;
 * per-connection (``PochtaSession``) and per-transaction (``PochtaEnvelope``)
   state are typed objects; RSET and end of DATA reset only the latter.
 """
@@ -31,6 +35,9 @@ _HAS_ENHANCED = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}( |$)")
 #: Stream reader buffer limit: DATA is read in blocks up to this size.
 #: Command lines are still limited (aiosmtpd answers 500 over 512 octets).
 READ_LIMIT = 65536
+#: 4yz/5yz replies a session may get without a message accepted before it
+#: is closed (Postfix's smtpd_hard_error_limit default).
+HARD_ERROR_LIMIT = 20
 #: ``<local@domain> params``: a dot-atom local part (RFC 5321 §4.1.2
 #: Dot-string, ASCII or UTF-8) and an LDH domain; the common case.
 _SIMPLE_PATH = re.compile(
@@ -93,6 +100,8 @@ class PochtaSMTP(SMTP):
         self._refused = False
         self._in_ehlo = False
         self._pending: list[bytes] = []
+        #: 4yz/5yz replies since the last message was accepted (see ``push``).
+        self._errors = 0
 
     def clone(self) -> PochtaSMTP:
         """A fresh protocol for a new connection, copied from this unused template.
@@ -177,6 +186,21 @@ class PochtaSMTP(SMTP):
     # -- replies -------------------------------------------------------
     async def push(self, status: AnyStr) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
+        if raw[:1] in (b"4", b"5") and raw[:3] != b"421" and not self.lmtp:
+            self._errors += 1
+            if self._errors > HARD_ERROR_LIMIT:
+                # Like Postfix's smtpd_hard_error_limit: a client that keeps
+                # failing (guessing addresses, SRS hashes, passwords) is cut
+                # off (RFC 5321 §3.8 allows 421 and closing at any time).
+                await self._push_now(raw)
+                await self._push_now(str(codes.TOO_MANY_ERRORS).encode())
+                transport = self.transport
+                if transport is not None:
+                    transport.close()
+                return
+        await self._push_now(raw)
+
+    async def _push_now(self, raw: bytes) -> None:
         # RFC 2034 §4 exempts the HELO/EHLO reply itself; its errors get codes.
         if not (self._in_ehlo and raw[:1] == b"2"):
             raw = self._with_enhanced(raw)
@@ -296,6 +320,8 @@ class PochtaSMTP(SMTP):
         status = await self._call_handler_hook("DATA")
         replies = len(envelope.rcpt_tos) if self.lmtp else 1
         self.envelope = self._create_envelope()
+        if status is MISSING or str(status).startswith("250"):
+            self._errors = 0  # it delivered mail: not an address prober
         for _ in range(replies):
             await self.push("250 OK" if status is MISSING else status)
 
