@@ -232,16 +232,20 @@ async def test_connection_lost_mid_data_is_temporary(port: int) -> None:
     assert out["bob@two.test"].temporary
 
 
-async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
-    connections = 0
-    script = Scripted()
+async def counted_mx(port: int, script: Scripted) -> tuple[asyncio.Server, list[int]]:
+    """An MX on 127.0.0.2 that counts its connections (the list's one item)."""
+    connections = [0]
 
     def factory() -> SMTP:
-        nonlocal connections
-        connections += 1
+        connections[0] += 1
         return SMTP(script, hostname="mx1")
 
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port)
+    return await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port), connections
+
+
+async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
+    script = Scripted()
+    server, connections = await counted_mx(port, script)
     d = deliverer(ZONES, port)
     try:
         for i in range(5):
@@ -251,21 +255,14 @@ async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
         await d.close()
         server.close()
         await server.wait_closed()
-    assert connections == 1 and len(script.received) == 5
+    assert connections == [1] and len(script.received) == 5
 
 
 async def test_a_kept_connection_is_clean_after_every_recipient_was_refused(port: int) -> None:
     # Every RCPT refused: the server still holds the MAIL; without a RSET the
     # next message on the kept connection would get "503 nested MAIL".
-    connections = 0
     script = Scripted(rcpt_reply=lambda rcpt: "550 5.1.1 no" if "gone" in rcpt else "250 OK")
-
-    def factory() -> SMTP:
-        nonlocal connections
-        connections += 1
-        return SMTP(script, hostname="mx1")
-
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port)
+    server, connections = await counted_mx(port, script)
     d = deliverer(ZONES, port)
     try:
         refused = await d.deliver("two.test", "a@one.test", ["gone@two.test"], MSG)
@@ -276,7 +273,7 @@ async def test_a_kept_connection_is_clean_after_every_recipient_was_refused(port
         await d.close()
         server.close()
         await server.wait_closed()
-    assert connections == 1 and len(script.received) == 1
+    assert connections == [1] and len(script.received) == 1
 
 
 async def test_pipelining_sends_mail_rcpt_data_together(port: int) -> None:

@@ -517,9 +517,7 @@ class AdminSite:
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
         accounts = request.app[CONTEXT].accounts
-        address = form.get("address", "")
-        if _canonical(address) == _canonical(session.user):
-            raise ValueError("you cannot delete the account you are signed in with")
+        address = _not_yourself(session, form, "delete the account you are signed in with")
         removed = await manage.del_user(accounts, self.services.store, address)
         self._audit(session, "user del", removed.address)
         return f"User {removed.address} deleted; mail kept in {removed.maildir}."
@@ -528,10 +526,10 @@ class AdminSite:
         self, request: web.Request, session: _Session, form: dict[str, str]
     ) -> str:
         accounts = request.app[CONTEXT].accounts
-        address = form.get("address", "")
-        if _canonical(address) == _canonical(session.user):
-            # The new password would end this session before it is shown.
-            raise ValueError("change your own password in your mail client or with the CLI")
+        # The new password would end this session before it is shown.
+        address = _not_yourself(
+            session, form, "set your own password here (use your mail client or the CLI)"
+        )
         password = generate_password()
         await asyncio.to_thread(accounts.set_password, address, password)
         found = accounts.get_user(address)
@@ -590,6 +588,14 @@ class AdminSite:
 
 
 ADMIN = web.AppKey("admin", AdminSite)
+
+
+def _not_yourself(session: _Session, form: dict[str, str], action: str) -> str:
+    """The form's ``address``, unless it is the signed-in admin's own."""
+    address = form.get("address", "")
+    if _canonical(address) == _canonical(session.user):
+        raise ValueError(f"you cannot {action}")
+    return address
 
 
 def _canonical(address: str) -> str:
