@@ -14,6 +14,7 @@ abrupt, leaves a half-written message as mail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -48,6 +49,9 @@ from pochta.web import WebApp
 from pochta.web.admin import AdminServices
 
 log = logging.getLogger("pochta.server")
+
+#: Seconds between looks for DMARC aggregate reports to send.
+REPORT_EVERY = 3600.0
 
 #: Listener kinds this version serves; the others are accepted in settings
 #: (they are part of the contract) and reported as skipped at start.
@@ -185,6 +189,8 @@ class Server:
             trace=self.trace,
         )
         self._stopped = asyncio.Event()
+        #: The hourly task that sends DMARC aggregate reports (with the checks).
+        self._reporting: asyncio.Task[None] | None = None
 
     def _dsn_recipient(self, srs: SRS) -> Callable[[str], str]:
         """A DSN about a copy we forwarded goes straight to the original
@@ -256,6 +262,18 @@ class Server:
             await self.stop()
             raise
         self.queue.start()
+        if self._checks is not None:
+            self._reporting = asyncio.get_running_loop().create_task(self._send_reports())
+
+    async def _send_reports(self) -> None:
+        """Every hour: queue the DMARC aggregate reports of finished days."""
+        assert self._checks is not None
+        while True:
+            try:
+                await self._checks.reports.send_due(self.queue.enqueue)
+            except Exception:  # reports are a courtesy; try again next hour
+                log.exception("dmarc reports: sending failed")
+            await asyncio.sleep(REPORT_EVERY)
 
     def _smtp_factory(self, sessions: set[Session]) -> Callable[[], asyncio.BaseProtocol]:
         return self._smtp_template(PochtaSMTP, sessions).clone
@@ -403,6 +421,10 @@ class Server:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._reporting is not None:
+            self._reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporting
         for listener in self.listeners:
             listener.server.close()
         await self._stop_web()

@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email
+import email.message
 import email.policy
+import gzip
 import logging
 import re
 import smtplib
@@ -32,7 +34,8 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -631,3 +634,40 @@ def test_a_helo_that_is_not_utf8_still_gets_the_mail_stored(net: Net) -> None:
     assert found is not None
     spf = header_values(found[1], "Received-SPF")[0]
     assert "bad?name.example.test" in spf
+
+
+def test_dmarc_verdicts_go_into_the_next_aggregate_report(net: Net) -> None:
+    """RFC 7489 §7.2: counted at the MX, reported once the day is over."""
+    net.dns.zones.set(
+        "_dmarc.reports.test", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc@reports.test"
+    )
+    tag = marker()
+    sender = "news@reports.test"
+    code, reply = inject(net, sender, message(sender, f"report {tag}"))
+    assert code == 250, reply
+    checks = net.b.server._checks
+    assert checks is not None
+    reports = checks.reports
+    sent: list[tuple[str, list[str], bytes]] = []
+
+    async def capture(mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
+        sent.append((mail_from, list(rcpts), data))
+        return "QID"
+
+    now = time.time()
+    reports.clock = lambda: now + 86400  # tomorrow: today's report is due
+    try:
+        assert net.b.call(lambda: reports.send_due(capture)) >= 1
+    finally:
+        reports.clock = time.time
+    mine = [data for _, rcpts, data in sent if rcpts == ["dmarc@reports.test"]]
+    assert len(mine) == 1
+    parsed = email.message_from_bytes(mine[0], policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    (attachment,) = list(parsed.iter_attachments())
+    feedback = ET.fromstring(gzip.decompress(attachment.get_content()))
+    assert feedback.findtext("policy_published/domain") == "reports.test"
+    row = feedback.find("record/row")
+    assert row is not None
+    assert row.findtext("source_ip") == "127.0.0.1" and row.findtext("count") == "1"
+    assert row.findtext("policy_evaluated/disposition") == "quarantine"

@@ -59,6 +59,7 @@ from pochta.dns.resolver import host_addresses
 from pochta.mailauth.arc import ARCResult, verify_arc
 from pochta.mailauth.dkim import DKIMResult, verify_dkim
 from pochta.mailauth.dmarc import DMARCResult, check_dmarc, from_domain
+from pochta.mailauth.reports import DmarcReports
 from pochta.mailauth.results import MethodResult, authentication_results, remove_forged
 from pochta.mailauth.spf import SPFResult, received_spf, verify_sender
 from pochta.mime.address import parse_address_list
@@ -172,9 +173,14 @@ class SenderChecks:
         self.greylist = Greylist(antispam_dir(data_dir) / "greylist.sqlite")
         #: Shared with the IMAP server, which trains it (the caller closes it).
         self.bayes = bayes
+        #: DMARC verdicts counted for aggregate reports (RFC 7489 §7.2).
+        self.reports = DmarcReports(
+            antispam_dir(data_dir) / "dmarc-reports.sqlite", hostname=hostname, resolver=resolver
+        )
 
     async def close(self) -> None:
         await self.greylist.close()
+        self.reports.close()
 
     # ------------------------------------------------------------------ RCPT
 
@@ -296,6 +302,8 @@ class SenderChecks:
                 ),
             )
 
+        if dmarc is not None:
+            self.reports.record(dmarc, source_ip=ip, spf=spf, dkim=dkim)
         results = _method_results(spf, helo_spf, dkim, dmarc, arc, iprev, iprev_name, ip, author)
         common = authentication_results(self.hostname, results) + received_spf(
             spf, ip=ip, helo=helo, receiver=self.hostname
