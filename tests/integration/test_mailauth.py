@@ -660,11 +660,14 @@ def test_dmarc_verdicts_go_into_the_next_aggregate_report(net: Net) -> None:
         assert net.b.call(lambda: reports.send_due(capture)) >= 1
     finally:
         reports.clock = time.time
-    mine = [data for _, rcpts, data in sent if rcpts == ["dmarc@reports.test"]]
+    mine = [(frm, data) for frm, rcpts, data in sent if rcpts == ["dmarc@reports.test"]]
     assert len(mine) == 1
-    parsed = email.message_from_bytes(mine[0], policy=email.policy.default)
+    mail_from, data = mine[0]
+    assert mail_from == ""  # the null reverse-path: no bounce loops
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(parsed, email.message.EmailMessage)
     (attachment,) = list(parsed.iter_attachments())
+    assert (attachment.get_filename() or "").startswith("mail.two.test!reports.test!")
     feedback = ET.fromstring(gzip.decompress(attachment.get_content()))
     assert feedback.findtext("policy_published/domain") == "reports.test"
     row = feedback.find("record/row")

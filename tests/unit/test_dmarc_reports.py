@@ -25,11 +25,14 @@ RECORD = "v=DMARC1; p=quarantine; rua=mailto:dmarc@example.org"
 
 
 def dmarc(
-    record: str = RECORD, result: str = "fail", disposition: str = "quarantine"
+    record: str = RECORD,
+    result: str = "fail",
+    disposition: str = "quarantine",
+    domain: str = "example.org",
 ) -> DMARCResult:
     return DMARCResult(
         result=result,  # type: ignore[arg-type]
-        domain="example.org",
+        domain=domain,
         policy_domain="example.org",
         policy="quarantine",
         disposition=disposition,  # type: ignore[arg-type]
@@ -102,6 +105,74 @@ def test_a_day_is_reported_once_the_day_is_over(tmp_path: Path) -> None:
     assert rows["192.0.2.1"].findtext("identifiers/header_from") == "example.org"
     assert rows["192.0.2.1"].findtext("auth_results/dkim/selector") == "s1"
     assert rows["192.0.2.1"].findtext("auth_results/spf/result") == "fail"
+    # The elements Appendix C's schema requires.
+    assert feedback.findtext("version") == "1.0"
+    assert feedback.findtext("policy_published/fo") == "0"
+    assert rows["192.0.2.1"].findtext("identifiers/envelope_from") == "example.org"
+    assert rows["192.0.2.1"].findtext("auth_results/spf/scope") == "mfrom"
+    day = NOW // DAY
+    assert feedback.findtext("report_metadata/report_id") == f"example.org.{day}"
+    log.close()
+
+
+def test_mail_of_a_subdomain_is_reported_to_the_organizational_domain(tmp_path: Path) -> None:
+    log = reports(tmp_path)
+    log.record(dmarc(domain="news.example.org"), source_ip="192.0.2.9", spf=SPF, dkim=DKIM)
+    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    outbox = Outbox()
+    assert asyncio.run(log.send_due(outbox)) == 1
+    _, feedback = report_of(outbox.sent[0][2])
+    assert feedback.findtext("policy_published/domain") == "example.org"
+    assert feedback.findtext("record/identifiers/header_from") == "news.example.org"
+    log.close()
+
+
+def test_the_record_last_seen_that_day_is_the_one_reported(tmp_path: Path) -> None:
+    log = reports(tmp_path)
+    old = "v=DMARC1; p=none; rua=mailto:old@example.org"
+    new = "v=DMARC1; p=reject; rua=mailto:new@example.org"
+    log.record(dmarc(record=old), source_ip="192.0.2.200", spf=SPF, dkim=DKIM)
+    log.record(dmarc(record=new), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
+    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    outbox = Outbox()
+    asyncio.run(log.send_due(outbox))
+    assert [rcpts for _, rcpts, _ in outbox.sent] == [["new@example.org"]]
+    _, feedback = report_of(outbox.sent[0][2])
+    assert feedback.findtext("policy_published/p") == "reject"
+    log.close()
+
+
+def test_an_address_that_failed_is_tried_again_alone(tmp_path: Path) -> None:
+    record = "v=DMARC1; p=none; rua=mailto:a@example.org,mailto:b@example.org"
+    log = reports(tmp_path)
+    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
+    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    outbox = Outbox()
+
+    async def flaky(mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
+        if rcpts == ["b@example.org"]:
+            raise OSError("disk full")
+        return await outbox(mail_from, rcpts, data)
+
+    assert asyncio.run(log.send_due(flaky)) == 1
+    assert asyncio.run(log.send_due(outbox)) == 1  # b now, and a not again
+    assert [rcpts for _, rcpts, _ in outbox.sent] == [["a@example.org"], ["b@example.org"]]
+    assert asyncio.run(log.send_due(outbox)) == 0
+    log.close()
+
+
+def test_a_dns_timeout_in_the_outside_check_waits_for_the_next_hour(tmp_path: Path) -> None:
+    record = "v=DMARC1; p=none; rua=mailto:r@other.test"
+    log = reports(tmp_path)
+    resolver = DictResolver({"example.org._report._dmarc.other.test": {"TXT": ["v=DMARC1"]}})
+    resolver.zones.fail("example.org._report._dmarc.other.test", "TXT", "servfail")
+    log.resolver = resolver
+    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
+    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    outbox = Outbox()
+    assert asyncio.run(log.send_due(outbox)) == 0
+    resolver.zones.fail("example.org._report._dmarc.other.test", "TXT", None)
+    assert asyncio.run(log.send_due(outbox)) == 1
     log.close()
 
 
@@ -141,10 +212,12 @@ def test_a_size_limit_is_respected(tmp_path: Path) -> None:
 def test_old_rows_are_pruned(tmp_path: Path) -> None:
     log = reports(tmp_path)
     log.record(dmarc(), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
+    day = NOW // DAY
     log.clock_cell[0] += 30 * DAY  # type: ignore[attr-defined]
     outbox = Outbox()
     asyncio.run(log.send_due(outbox))  # the old day is sent (late), then pruned
-    assert log._due(int(log.clock_cell[0] // DAY) + 1) == []  # type: ignore[attr-defined]
+    assert log._report(day, "example.org") is None
+    assert log._done(day, "example.org") == set()
     log.close()
 
 

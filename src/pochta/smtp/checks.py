@@ -302,8 +302,6 @@ class SenderChecks:
                 ),
             )
 
-        if dmarc is not None:
-            self.reports.record(dmarc, source_ip=ip, spf=spf, dkim=dkim)
         results = _method_results(spf, helo_spf, dkim, dmarc, arc, iprev, iprev_name, ip, author)
         common = authentication_results(self.hostname, results) + received_spf(
             spf, ip=ip, helo=helo, receiver=self.hostname
@@ -313,6 +311,9 @@ class SenderChecks:
         refusal = self._temporary(spf, dkim, dmarc)
         if refusal is not None:
             return Judgement(refusal, summary=summary + " decision=tempfail")
+        if dmarc is not None:
+            # Counted once: a message answered 4yz above comes again.
+            self.reports.record(dmarc, source_ip=ip, spf=spf, dkim=dkim)
         if dmarc is not None and dmarc.disposition == "reject":
             text = f"Rejected by the DMARC policy of {dmarc.domain}"
             return Judgement(DMARC_REJECT.with_text(text), summary=summary + " decision=reject")
