@@ -668,6 +668,12 @@ def test_dmarc_verdicts_go_into_the_next_aggregate_report(net: Net) -> None:
     assert isinstance(parsed, email.message.EmailMessage)
     (attachment,) = list(parsed.iter_attachments())
     assert (attachment.get_filename() or "").startswith("mail.two.test!reports.test!")
+    # A server signs its reports with the keys of its host name's domain:
+    # A (mail.one.test) has keys for one.test; B's two.test has none.
+    signed = net.a.call(lambda: net.a.server._sign_report(data))
+    assert signed.startswith(b"DKIM-Signature:") and signed.endswith(data)
+    assert b"d=one.test" in signed[: len(signed) - len(data)]
+    assert net.b.call(lambda: net.b.server._sign_report(data)) == data
     feedback = ET.fromstring(gzip.decompress(attachment.get_content()))
     assert feedback.findtext("policy_published/domain") == "reports.test"
     row = feedback.find("record/row")
