@@ -4,9 +4,10 @@ Server A (one.test, 127.0.0.4) has aliases with remote targets at two.test;
 server B (two.test, 127.0.0.5) is the remote MX, found through the loopback
 DNS server. Clients talk to A's port 25 with smtplib from 127.0.0.9, the
 only address sender.test's SPF record authorises; A's own connections to B
-leave from 127.0.0.1, so B sees SPF fail for the forwarded mail (the
-original MAIL FROM is kept, no SRS) and must rely on DKIM (unchanged by the
-forward) and on A's ARC seal (one.test's RSA key, published in the zone).
+leave from a loopback address that only one.test's SPF record names, so
+the forwarded mail passes SPF at B through its SRS sender at one.test,
+and carries DKIM (unchanged by the forward) and A's ARC seal (one.test's
+RSA key, published in the zone).
 
 Aliases on A:
 

@@ -205,6 +205,28 @@ async def test_a_wildcard_pattern_allows_one_label(world: World) -> None:
     assert backup.messages == [(["bob@two.test"], True)]
 
 
+async def test_tlsa_records_none_usable_keep_the_policy_certificate_check(
+    world: World,
+) -> None:
+    # DANE-TA records (not supported, so unusable) require TLS but do not
+    # authenticate; the enforce policy's PKIX check must still apply.
+    world.zones["_25._tcp.mx1.two.test"] = {"TLSA": [(2, 1, 1, b"\x00" * 32)]}
+    mx1 = await world.start_mx("127.0.0.2", cert_for="imposter.test")
+    secure = ["two.test", "mx1.two.test", "_25._tcp.mx1.two.test"]
+    deliverer = MXDeliverer(
+        DictResolver(world.zones, authentic=secure),
+        hostname="mail.one.test",
+        port=world.smtp_port,
+        timeout=5,
+        sts=world.policies(),
+        verify_context=world.client_context(),
+    )
+    world.made.append(deliverer)
+    code, enhanced, _ = await send(deliverer)
+    assert (code, enhanced) == (451, "4.7.5")
+    assert mx1.messages == []
+
+
 # --- testing, none, no policy -------------------------------------------------------------
 
 

@@ -276,6 +276,30 @@ async def test_a_kept_connection_is_clean_after_every_recipient_was_refused(port
     assert connections == [1] and len(script.received) == 1
 
 
+async def test_refusals_stand_when_the_server_hangs_up_after_them(port: int) -> None:
+    # A server that refuses every RCPT and then closes (421, as a server
+    # with an error limit does): the 550s are final, not a lost connection.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx1 ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-mx1\r\n250 PIPELINING\r\n")
+        for _ in range(3):  # MAIL, RCPT, DATA (pipelined)
+            await reader.readline()
+        writer.write(b"250 OK\r\n550 5.1.1 no such user\r\n421 4.7.0 closing\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.2", port)
+    d = deliverer(ZONES, port)
+    try:
+        out = await d.deliver("two.test", "a@one.test", ["gone@two.test"], MSG)
+    finally:
+        await d.close()
+        server.close()
+        await server.wait_closed()
+    assert (out["gone@two.test"].code, out["gone@two.test"].enhanced) == (550, "5.1.1")
+
+
 async def test_pipelining_sends_mail_rcpt_data_together(port: int) -> None:
     """RFC 2920 §3.1: with PIPELINING offered, MAIL, RCPTs and DATA go in one write."""
     chunks: list[bytes] = []

@@ -141,6 +141,39 @@ def test_a_client_that_keeps_failing_is_cut_off(server: ServerThread) -> None:
         client.close()
 
 
+def test_too_many_recipients_is_no_error_and_cut_sessions_say_nothing_more(
+    server: ServerThread,
+) -> None:
+    # 452 for recipients over the limit is the client's overshoot, not a
+    # guess: the first 100 still get the message.
+    client = connect(server)
+    expect(client.mail("sender@remote.test"), codes.SENDER_OK)
+    for _ in range(100):
+        expect(client.rcpt("alice@example.test"), codes.RECIPIENT_OK)
+    for _ in range(HARD_ERROR_LIMIT + 5):
+        assert client.rcpt("alice@example.test")[0] == 452
+    assert client.data(b"Subject: many\r\n\r\nbody\r\n")[0] == 250
+    client.quit()
+    # Commands pipelined after the cut are neither answered nor acted on.
+    host, port = server.address()
+    with socket.create_connection((host, port), timeout=10) as raw:
+        reader = raw.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        bad = b"".join(b"RCPT TO:<x%d@example.test>\r\n" % i for i in range(HARD_ERROR_LIMIT + 1))
+        raw.sendall(b"HELO client.test\r\nMAIL FROM:<s@remote.test>\r\n" + bad +
+                    b"RCPT TO:<alice@example.test>\r\n")  # fmt: skip
+        replies = [line.rstrip() for line in iter(reader.readline, b"")]
+    assert replies[0].startswith(b"250") and replies[1].startswith(b"250")
+    assert [r[:3] for r in replies[2:]] == [b"550"] * (HARD_ERROR_LIMIT + 1) + [b"421"]
+    # An EHLO reply that is the last error still reaches the client, with the 421.
+    with socket.create_connection((host, port), timeout=10) as raw:
+        reader = raw.makefile("rb")
+        reader.readline()
+        raw.sendall(b"DATA\r\n" * HARD_ERROR_LIMIT + b"EHLO\r\n")
+        replies = [line.rstrip() for line in iter(reader.readline, b"")]
+    assert replies[-2][:3] == b"501" and replies[-1][:3] == b"421"
+
+
 def test_null_sender_bounce_is_accepted(server: ServerThread) -> None:
     client = connect(server)
     assert client.sendmail("<>", ["bob@example.test"], MSG) == {}

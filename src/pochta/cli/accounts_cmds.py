@@ -254,8 +254,8 @@ def alias_add(ctx: CliContext, alias_name: str, target: str) -> None:
         # Advice read once goes to stderr; stdout stays one line for scripts.
         domain = added.alias.rpartition("@")[2]
         click.echo(
-            f"{added.target} is remote: mail is forwarded from the smtp listener with its "
-            f"original sender (no SRS) and ARC-sealed with the DKIM key of {domain}",
+            f"{added.target} is remote: mail is forwarded from the smtp listener, its sender "
+            f"rewritten with SRS ([mailauth] srs), ARC-sealed with the DKIM key of {domain}",
             err=True,
         )
 

@@ -257,29 +257,35 @@ class MXDeliverer:
         dane: DanePolicy | None = None,
     ) -> dict[str, Outcome] | Outcome:
         """One SMTP transaction; an Outcome means "try the next address"."""
-        # DANE authenticates by the TLSA records itself (no PKIX, RFC 7672
-        # §3.1.1) and comes first (RFC 8461 §2); an MTA-STS policy in mode
-        # enforce asks for PKIX, valid for the MX host name (RFC 8461 §4.2).
-        enforce = dane is None and policy is not None and policy.mode == "enforce"
+        # DANE with usable records authenticates by them itself (no PKIX,
+        # RFC 7672 §3.1.1) and comes first (RFC 8461 §2); otherwise an
+        # MTA-STS policy in mode enforce asks for PKIX, valid for the MX
+        # host name (RFC 8461 §4.2). Either requires TLS, as do TLSA
+        # records that are all unusable (RFC 7672 §2.2).
+        dane_auth = dane is not None and bool(dane.records)
+        pkix = policy is not None and policy.mode == "enforce" and not dane_auth
+        secured = pkix or dane is not None
         why = (
-            f"the DANE TLSA records of {host}"
-            if dane is not None
-            else f"the MTA-STS policy of {domain}"
-        )
+            f"the DANE TLSA records of {host}" if dane_auth or not pkix else
+            f"the MTA-STS policy of {domain}"
+        )  # fmt: skip
         try:
             client, greeting = await SMTPClient.connect(
                 address,
                 self.port,
                 local_hostname=self.hostname,
-                tls_context=self.verify_context if enforce else self.tls_context,
+                tls_context=self.verify_context if pkix else self.tls_context,
                 timeout=self.timeout,
-                require_tls=enforce or dane is not None,
-                server_hostname=host if enforce or dane is not None else None,
+                require_tls=secured,
+                server_hostname=host if secured else None,
             )
         except TLSRequired as exc:
             return temporary(f"{host} [{address}] fails {why}: {exc}", "4.7.5", host)
         except SMTPClientError as exc:
             return temporary(f"Cannot connect to {host} [{address}]: {exc}", "4.4.1", host)
+        if greeting.code // 100 != 2:
+            client.close()
+            return _outcome(greeting, host)
         if dane is not None and dane.records:
             certificate = client.peer_certificate()
             if certificate is None or not dane.matches(certificate):
@@ -289,9 +295,6 @@ class MXDeliverer:
                     "4.7.5",
                     host,
                 )
-        if greeting.code // 100 != 2:
-            client.close()
-            return _outcome(greeting, host)
         try:
             result = await self._transaction(client, host, mail_from, rcpts, data)
         except SMTPClientError as exc:
@@ -302,7 +305,7 @@ class MXDeliverer:
         self.trace.record(
             "connection", qid, host=host, address=address, tls=client.tls, reused=False
         )
-        self._keep(domain, client, host, enforce or dane is not None)
+        self._keep(domain, client, host, secured)
         return result
 
     async def _transaction(

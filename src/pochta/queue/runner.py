@@ -265,16 +265,16 @@ class QueueRunner:
         statuses: list[RecipientStatus],
         delayed_until: float | None,
     ) -> None:
+        to = self.dsn_recipient(item.mail_from)
         dsn = build_dsn(
             reporting_mta=self.hostname,
-            sender=item.mail_from,
+            sender=to,
             original=data,
             arrival=item.created,
             recipients=statuses,
             delayed_until=delayed_until,
             now=self.clock(),
         )
-        to = self.dsn_recipient(item.mail_from)
         qid = await self.enqueue("", [to], dsn)
         self.trace.record(
             "dsn",

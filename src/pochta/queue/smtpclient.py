@@ -185,11 +185,17 @@ class SMTPClient:
             go = await self.command("DATA")
         accepted = mail.code // 100 == 2 and any(r.code // 100 == 2 for r in replies)
         if go.code != 354:
-            if mail.code // 100 == 2:
+            if mail.code // 100 == 2 and go.code != 421:
                 # The transaction is still open there (its MAIL was taken,
                 # even with every RCPT refused): the next MAIL on this kept
-                # connection would be "nested" (RFC 5321 §4.1.4).
-                await self.command("RSET")
+                # connection would be "nested" (RFC 5321 §4.1.4). If the
+                # server is gone meanwhile, the replies above still stand.
+                try:
+                    await self.command("RSET")
+                except SMTPClientError:
+                    self.close()
+            elif go.code == 421:
+                self.close()
             return mail, replies, go if accepted else None
         if not accepted:
             # RFC 2920 §3.1: DATA was accepted although nobody is to receive

@@ -312,8 +312,9 @@ class SenderChecks:
         if refusal is not None:
             return Judgement(refusal, summary=summary + " decision=tempfail")
         if dmarc is not None:
-            # Counted once: a message answered 4yz above comes again.
-            self.reports.record(dmarc, source_ip=ip, spf=spf, dkim=dkim)
+            # Counted once: a message answered 4yz above comes again. Off
+            # the loop: the report sender may hold the database a while.
+            await asyncio.to_thread(self.reports.record, dmarc, source_ip=ip, spf=spf, dkim=dkim)
         if dmarc is not None and dmarc.disposition == "reject":
             text = f"Rejected by the DMARC policy of {dmarc.domain}"
             return Judgement(DMARC_REJECT.with_text(text), summary=summary + " decision=reject")

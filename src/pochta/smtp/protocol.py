@@ -186,7 +186,9 @@ class PochtaSMTP(SMTP):
     # -- replies -------------------------------------------------------
     async def push(self, status: AnyStr) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
-        if raw[:1] in (b"4", b"5") and raw[:3] != b"421" and not self.lmtp:
+        # 421 closes anyway; 452 "too many recipients" is the client's
+        # overshoot, not a guess (Postfix does not count it either).
+        if raw[:1] in (b"4", b"5") and raw[:3] not in (b"421", b"452") and not self.lmtp:
             self._errors += 1
             if self._errors > HARD_ERROR_LIMIT:
                 # Like Postfix's smtpd_hard_error_limit: a client that keeps
@@ -194,10 +196,14 @@ class PochtaSMTP(SMTP):
                 # off (RFC 5321 §3.8 allows 421 and closing at any time).
                 await self._push_now(raw)
                 await self._push_now(str(codes.TOO_MANY_ERRORS).encode())
+                await self._flush()  # also what an EHLO reply held back
                 transport = self.transport
                 if transport is not None:
                     transport.close()
-                return
+                # Commands the client pipelined after this one must not be
+                # answered (nor acted on): aiosmtpd ends the session on
+                # CancelledError, where it would go on reading.
+                raise asyncio.CancelledError
         await self._push_now(raw)
 
     async def _push_now(self, raw: bytes) -> None:
