@@ -68,6 +68,16 @@ def reports(tmp_path: Path, zones: dict[str, dict[str, object]] | None = None) -
     return made
 
 
+def a_day_after(
+    tmp_path: Path, record: str, zones: dict[str, dict[str, object]] | None = None
+) -> DmarcReports:
+    """A log with one message under ``record``, the day after it came."""
+    log = reports(tmp_path, zones)
+    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
+    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    return log
+
+
 def report_of(data: bytes) -> tuple[email.message.EmailMessage, ET.Element]:
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
@@ -144,9 +154,7 @@ def test_the_record_last_seen_that_day_is_the_one_reported(tmp_path: Path) -> No
 
 def test_an_address_that_failed_is_tried_again_alone(tmp_path: Path) -> None:
     record = "v=DMARC1; p=none; rua=mailto:a@example.org,mailto:b@example.org"
-    log = reports(tmp_path)
-    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
-    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    log = a_day_after(tmp_path, record)
     outbox = Outbox()
 
     async def flaky(mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
@@ -189,9 +197,7 @@ def test_no_rua_or_no_verdict_is_not_recorded(tmp_path: Path) -> None:
 def test_an_outside_address_must_agree_to_get_reports(tmp_path: Path) -> None:
     record = "v=DMARC1; p=none; rua=mailto:a@reports.test,mailto:b@other.test"
     authorized = {"example.org._report._dmarc.reports.test": {"TXT": ["v=DMARC1"]}}
-    log = reports(tmp_path, authorized)
-    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
-    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    log = a_day_after(tmp_path, record, authorized)
     outbox = Outbox()
     assert asyncio.run(log.send_due(outbox)) == 1
     assert [rcpts for _, rcpts, _ in outbox.sent] == [["a@reports.test"]]
@@ -200,9 +206,7 @@ def test_an_outside_address_must_agree_to_get_reports(tmp_path: Path) -> None:
 
 def test_a_size_limit_is_respected(tmp_path: Path) -> None:
     record = "v=DMARC1; p=none; rua=mailto:small@example.org!1,mailto:big@example.org!10m"
-    log = reports(tmp_path)
-    log.record(dmarc(record=record), source_ip="192.0.2.1", spf=SPF, dkim=DKIM)
-    log.clock_cell[0] += DAY  # type: ignore[attr-defined]
+    log = a_day_after(tmp_path, record)
     outbox = Outbox()
     assert asyncio.run(log.send_due(outbox)) == 1
     assert [rcpts for _, rcpts, _ in outbox.sent] == [["big@example.org"]]
