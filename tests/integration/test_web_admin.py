@@ -562,3 +562,47 @@ def test_dns_check_page_looks_the_records_up(signed_in: Browser) -> None:
     # The tests' resolver is an empty loopback server: everything is missing.
     assert "records missing or wrong" in page.body
     assert "<td>missing</td>" in page.body and "MX" in page.body
+
+
+def test_any_user_changes_their_own_password(
+    admin_server: ServerThread, browser: Browser, ca: trustme.CA
+) -> None:
+    page = browser.get("/account/password")
+    assert page.status == 200 and 'name="current"' in page.body
+    assert (
+        "use this server's HTTPS address"
+        in Browser(admin_server, ca, tls=False).get("/account/password").body
+    )
+
+    def change(current: str, new: str, again: str | None = None) -> Reply:
+        form = {
+            "address": "bob@example.test",
+            "current": current,
+            "new": new,
+            "again": new if again is None else again,
+        }
+        return browser.request("POST", "/account/password", form)
+
+    old = "secret-bob@example.test"  # tests.conftest.populate
+    assert change(old, "short").status == 400
+    assert change(old, "long-enough-1", "long-enough-2").status == 400
+    wrong = change("not the password", "long-enough-1")
+    assert wrong.status == 401 and "Wrong address or password." in wrong.body
+    done = change(old, "long-enough-1")
+    assert done.status == 200 and "is changed" in done.body
+    accounts = accounts_of(admin_server)
+    try:
+        assert accounts.authenticate("bob@example.test", "long-enough-1") is not None
+        assert accounts.authenticate("bob@example.test", old) is None
+    finally:
+        accounts.close()
+
+
+def test_the_password_page_is_there_without_admins(tmp_path: Path, ca: trustme.CA) -> None:
+    server = make_server(tmp_path, ca, "")
+    try:
+        browser = Browser(server, ca)
+        assert browser.get("/account/password").status == 200
+        assert browser.get("/admin/").status == 404
+    finally:
+        server.stop()

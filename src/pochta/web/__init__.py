@@ -70,7 +70,7 @@ def make_app(
         app.router.add_get(path, autodiscover.handle_json)
     app.router.add_get(mobileconfig.PATH, mobileconfig.handle_mobileconfig)
     app.router.add_get(mtasts.PATH, mtasts.handle_mta_sts)
-    if admin is not None and settings.admin.users:
+    if admin is not None:
         # Here, not at the top: pochta.dns.zone imports pochta.web.services,
         # and the admin imports pochta.dns.zone.
         from pochta.web.admin import AdminSite

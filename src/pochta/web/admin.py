@@ -73,6 +73,8 @@ COOKIE = "pochta_admin"
 MAX_FIELD = 1000
 #: Longest form body accepted.
 MAX_FORM = 16 * MAX_FIELD
+#: Shortest new password a user may choose on the password page.
+MIN_PASSWORD = 10
 #: Queued messages listed on one page.
 QUEUE_PAGE = 500
 #: Shortest trace search: a queue id or a Message-ID, never a fragment that
@@ -166,10 +168,15 @@ class AdminSite:
     # --- wiring -------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
+        """Every user's password page; the admin's pages if ``[admin] users``."""
         app[ADMIN] = self
         r = app.router
-        r.add_get("/admin", _redirect_to("/admin/"))
         r.add_get("/admin/style.css", self.style)
+        r.add_get("/account/password", self.password_form)
+        r.add_post("/account/password", self.password_change)
+        if not self.settings.admin.users:
+            return
+        r.add_get("/admin", _redirect_to("/admin/"))
         r.add_get("/admin/login", self.login_form)
         r.add_post("/admin/login", self.login)
         for path, name in PAGES.items():
@@ -284,7 +291,12 @@ class AdminSite:
             notices, session.messages = session.messages, []
             user, csrf = session.user, session.csrf
         body = self.templates.get_template(template).render(
-            user=user, csrf=csrf, notices=notices, hostname=self.settings.hostname, **values
+            user=user,
+            csrf=csrf,
+            notices=notices,
+            hostname=self.settings.hostname,
+            min_password=MIN_PASSWORD,
+            **values,
         )
         return web.Response(
             text=body, status=status, content_type="text/html", headers=ADMIN_HEADERS
@@ -298,6 +310,57 @@ class AdminSite:
                 "Cache-Control": "max-age=3600",
                 "Content-Security-Policy": "default-src 'none'",
             },
+        )
+
+    # --- a user's own password (no session: the current password is asked) --------
+
+    async def password_form(self, request: web.Request) -> web.Response:
+        return self.render(
+            "admin/password.html", None, secure=self._secure_enough(request), error="", done=""
+        )
+
+    async def password_change(self, request: web.Request) -> web.Response:
+        """Change one's own password, proving the current one through the
+        login guard (slowed and locked out like any sign-in)."""
+        form = await _form(request)
+        _check_origin(request)
+        if not self._secure_enough(request):
+            return self.render("admin/password.html", None, 403, secure=False, error="", done="")
+        address, current = form.get("address", "").strip(), form.get("current", "")
+        new, again = form.get("new", ""), form.get("again", "")
+
+        def refused(error: str, status: int = 400) -> web.Response:
+            return self.render(
+                "admin/password.html", None, status, secure=True, error=error, done=""
+            )
+
+        if len(new) < MIN_PASSWORD:
+            return refused(f"The new password needs at least {MIN_PASSWORD} characters.")
+        if new != again:
+            return refused("The two new passwords differ.")
+        if new == current:
+            return refused("The new password is the current one.")
+        accounts = request.app[CONTEXT].accounts
+        peer = request.remote or ""
+        try:
+            user = await self.services.guard.authenticate(accounts, address, current, peer)
+        except TooManyFailures as exc:
+            return refused(
+                f"Too many failed attempts; try again in {int(exc.retry_after) + 1} s.", 401
+            )
+        if user is None:
+            return refused("Wrong address or password.", 401)
+        try:
+            await asyncio.to_thread(accounts.set_password, user.address, new)
+        except UserFacingError as exc:
+            return refused(str(exc))
+        log.info("password changed by its user user=%s ip=%s", user.address, peer)
+        return self.render(
+            "admin/password.html",
+            None,
+            secure=True,
+            error="",
+            done=f"The password of {user.address} is changed; use the new one in your mail apps.",
         )
 
     # --- sign-in --------------------------------------------------------------------
@@ -527,9 +590,7 @@ class AdminSite:
     ) -> str:
         accounts = request.app[CONTEXT].accounts
         # The new password would end this session before it is shown.
-        address = _not_yourself(
-            session, form, "set your own password here (use your mail client or the CLI)"
-        )
+        address = _not_yourself(session, form, "set your own password here (use /account/password)")
         password = generate_password()
         await asyncio.to_thread(accounts.set_password, address, password)
         found = accounts.get_user(address)
