@@ -9,6 +9,7 @@ addresses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -232,29 +233,32 @@ async def test_connection_lost_mid_data_is_temporary(port: int) -> None:
     assert out["bob@two.test"].temporary
 
 
-async def counted_mx(port: int, script: Scripted) -> tuple[asyncio.Server, list[int]]:
-    """An MX on 127.0.0.2 that counts its connections (the list's one item)."""
+@contextlib.asynccontextmanager
+async def counted_mx(port: int, script: Scripted) -> AsyncIterator[tuple[MXDeliverer, list[int]]]:
+    """An MX on 127.0.0.2 that counts its connections (the list's one item),
+    and a deliverer to it; both closed at the end."""
     connections = [0]
 
     def factory() -> SMTP:
         connections[0] += 1
         return SMTP(script, hostname="mx1")
 
-    return await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port), connections
-
-
-async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
-    script = Scripted()
-    server, connections = await counted_mx(port, script)
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.2", port)
     d = deliverer(ZONES, port)
     try:
-        for i in range(5):
-            out = await d.deliver("two.test", "a@one.test", [f"u{i}@two.test"], MSG)
-            assert out[f"u{i}@two.test"].delivered
+        yield d, connections
     finally:
         await d.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_connections_are_reused_for_the_same_domain(port: int) -> None:
+    script = Scripted()
+    async with counted_mx(port, script) as (d, connections):
+        for i in range(5):
+            out = await d.deliver("two.test", "a@one.test", [f"u{i}@two.test"], MSG)
+            assert out[f"u{i}@two.test"].delivered
     assert connections == [1] and len(script.received) == 5
 
 
@@ -262,17 +266,11 @@ async def test_a_kept_connection_is_clean_after_every_recipient_was_refused(port
     # Every RCPT refused: the server still holds the MAIL; without a RSET the
     # next message on the kept connection would get "503 nested MAIL".
     script = Scripted(rcpt_reply=lambda rcpt: "550 5.1.1 no" if "gone" in rcpt else "250 OK")
-    server, connections = await counted_mx(port, script)
-    d = deliverer(ZONES, port)
-    try:
+    async with counted_mx(port, script) as (d, connections):
         refused = await d.deliver("two.test", "a@one.test", ["gone@two.test"], MSG)
         assert refused["gone@two.test"].code == 550
         out = await d.deliver("two.test", "a@one.test", ["bob@two.test"], MSG)
         assert out["bob@two.test"].delivered, out["bob@two.test"]
-    finally:
-        await d.close()
-        server.close()
-        await server.wait_closed()
     assert connections == [1] and len(script.received) == 1
 
 

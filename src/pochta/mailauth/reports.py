@@ -154,6 +154,17 @@ class DmarcReports:
 
     # --- recording (the MX, once per message) -------------------------------------
 
+    @staticmethod
+    def wanted(dmarc: DMARCResult) -> bool:
+        """Whether this evaluation is to be counted: a verdict under a policy
+        record that asks for aggregate reports (cheap: no database)."""
+        if not dmarc.policy_domain or not dmarc.record or dmarc.result not in ("pass", "fail"):
+            return False
+        try:
+            return bool(parse_record(dmarc.record).rua)
+        except DMARCRecordError:
+            return False
+
     def record(
         self,
         dmarc: DMARCResult,
@@ -163,12 +174,7 @@ class DmarcReports:
         dkim: Sequence[DKIMResult],
     ) -> None:
         """Count one evaluation, if its policy record asks for reports."""
-        if not dmarc.policy_domain or not dmarc.record or dmarc.result not in ("pass", "fail"):
-            return
-        try:
-            if not parse_record(dmarc.record).rua:
-                return
-        except DMARCRecordError:
+        if not self.wanted(dmarc):
             return
         scope = "helo" if spf.identity == "helo" else "mfrom"
         auth = json.dumps(

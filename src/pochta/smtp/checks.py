@@ -311,9 +311,10 @@ class SenderChecks:
         refusal = self._temporary(spf, dkim, dmarc)
         if refusal is not None:
             return Judgement(refusal, summary=summary + " decision=tempfail")
-        if dmarc is not None:
+        if dmarc is not None and self.reports.wanted(dmarc):
             # Counted once: a message answered 4yz above comes again. Off
-            # the loop: the report sender may hold the database a while.
+            # the loop (only for domains that want reports: most do not):
+            # the report sender may hold the database a while.
             await asyncio.to_thread(self.reports.record, dmarc, source_ip=ip, spf=spf, dkim=dkim)
         if dmarc is not None and dmarc.disposition == "reject":
             text = f"Rejected by the DMARC policy of {dmarc.domain}"
